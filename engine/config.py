@@ -1,0 +1,175 @@
+"""Typed configs for one trial, loaded from dicts/YAML with unknown keys rejected.
+
+A trial is (data subset, model, optimizer, schedule). The sweep builds one
+:class:`TrialConfig` per Tune trial; ``engine.train`` builds one from the command line.
+The resolved config is saved as ``config.json`` beside every trial's results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the structures come from and which subset trains.
+
+    ``path=None`` uses the embedded EMT dataset of ``emt_size`` structures generated from
+    ``emt_seed``. Validation and test sets are fixed by a hash of each structure's uid
+    (``val_fraction``/``test_fraction`` of the pool); ``train_size`` takes a nested prefix of
+    the rest (``None``/0 = all of it).
+    """
+
+    path: str | None = None
+    emt_size: int = 3000
+    emt_seed: int = 0
+    train_size: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.05
+    max_val: int | None = 500  # cap on validation structures evaluated per epoch
+    skip_bad_records: bool = False
+    cache_dir: str | None = None  # default: $ENGINE_CACHE or ./cache
+
+
+@dataclass
+class LossWeights:
+    """OMat24 recipe: 2.5·E/atom MAE + 20·force L2-MAE + 5·iso stress MAE + 5·aniso stress MAE."""
+
+    energy: float = 2.5
+    forces: float = 20.0
+    stress_iso: float = 5.0
+    stress_aniso: float = 5.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with cosine decay after linear warmup (seed study / fairchem defaults)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    warmup_fraction: float = 0.01
+    warmup_factor: float = 0.2
+    min_lr_factor: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float | None = None  # e.g. 0.999; None = no EMA
+
+
+@dataclass
+class TrialConfig:
+    """Everything one training run needs; the unit the sweep schedules."""
+
+    model: str = "transformer"
+    preset: str | None = None
+    model_config: dict = field(default_factory=dict)  # overrides on top of the preset
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    epochs: int = 10
+    batch_size: int = 16  # structures per batch (global, across DDP ranks)
+    max_atoms_per_batch: int = 1024  # atom budget per batch (global)
+    amp: bool = False  # bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    count_flops: bool = True  # exact FLOPs of every step with torch.utils.flop_counter
+    max_flops: float | None = None  # stop once cumulative FLOPs pass this budget
+    threads: int | None = None  # torch intra-op threads; None = leave as is
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------
+# dict → dataclass with validation
+
+
+def _check_type(value: object, annotation: object, where: str) -> object:
+    """Coerce/validate one value against a (simple) type annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+        return from_dict(annotation, value, where)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if origin is list or annotation is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
+        return list(value)
+    return value
+
+
+def from_dict(cls: type, values: dict, where: str = "config") -> object:
+    """Build dataclass ``cls`` from ``values``; unknown keys and wrong types raise :class:`ConfigError`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(sorted(names))}")
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def trial_config_from_dict(values: dict) -> TrialConfig:
+    cfg = from_dict(TrialConfig, values, "trial config")
+    assert isinstance(cfg, TrialConfig)
+    return cfg
+
+
+def load_trial_config(path: str | Path) -> TrialConfig:
+    """Read a trial config from JSON or YAML (``yaml.safe_load``)."""
+    import json
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found; check the path")
+    text = p.read_text()
+    try:
+        values = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot parse {p}: {exc}; fix the syntax") from exc
+    return trial_config_from_dict(values or {})

@@ -1,0 +1,37 @@
+"""Default locations, all relative to the working directory unless overridden.
+
+- dataset cache:   $ENGINE_CACHE or ./cache
+- sweep folders:   $ENGINE_SWEEPS or ./sweeps/<sweep name>/  (trial dirs, checkpoints, Ray results)
+- reports:         $ENGINE_REPORTS or ./reports/<sweep name>/
+- MLflow store:    $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db, artifacts in ./mlartifacts
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ENGINE_CACHE", "cache")).resolve()
+
+
+def sweeps_dir() -> Path:
+    return Path(os.environ.get("ENGINE_SWEEPS", "sweeps")).resolve()
+
+
+def reports_dir() -> Path:
+    return Path(os.environ.get("ENGINE_REPORTS", "reports")).resolve()
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite file ``mlflow.db`` in the working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def default_artifact_root() -> Path:
+    """Artifacts beside the default SQLite store (``./mlartifacts``)."""
+    return Path("mlartifacts").resolve()

@@ -1,0 +1,156 @@
+"""The model contract every family implements.
+
+A model is a :class:`Potential`: an ``nn.Module`` with a typed size config and a declared
+force mode. Subclasses implement :meth:`Potential.predict`, which works in *normalized*
+units (see :class:`Normalization`); :meth:`Potential.forward` turns that into physical
+units and, for conservative models, takes forces and stress by autograd:
+
+    E [eV]       = energy_scale · ê + Σ_atoms energy_ref[Z]
+    F [eV/Å]     = forces_scale · f̂                (direct)   or  −∂E/∂positions (conservative)
+    σ [eV/Å³]    = stress_scale · ŝ                (direct)   or  (1/V) ∂E/∂ε    (conservative)
+
+The stress sign is ASE's: σ = (1/V) ∂E/∂ε with ε the symmetric strain applied to
+positions and cell alike (x → x (I + ε)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from engine.data.graph import Batch, EdgeGeometry, edge_geometry
+
+ForceMode = Literal["direct", "conservative"]
+MAX_Z = 119  # element index range 0..118
+
+
+@dataclass
+class ModelOutput:
+    """Physical outputs: energy [eV per structure] (B,), forces [eV/Å] (N, 3), stress [eV/Å³] (B, 3, 3) or None."""
+
+    energy: torch.Tensor
+    forces: torch.Tensor
+    stress: torch.Tensor | None
+
+
+@dataclass
+class RawOutput:
+    """What :meth:`Potential.predict` returns, in normalized units.
+
+    ``energy`` (B,) is ê; ``forces`` (N, 3) is f̂ and ``stress`` (B, 3, 3) is ŝ for direct
+    models (``None`` for conservative ones, whose forces and stress come from autograd).
+    """
+
+    energy: torch.Tensor
+    forces: torch.Tensor | None = None
+    stress: torch.Tensor | None = None
+
+
+@dataclass
+class Normalization:
+    """Per-element energy references and target scales fitted on the training subset.
+
+    energy_ref: eV per atom of each element (length MAX_Z); energy_scale: eV per atom
+    (std of the per-atom residual energy); forces_scale: eV/Å (RMS force component);
+    stress_scale: eV/Å³ (RMS stress component).
+    """
+
+    energy_ref: list[float]
+    energy_scale: float = 1.0
+    forces_scale: float = 1.0
+    stress_scale: float = 1.0
+
+    @classmethod
+    def identity(cls) -> Normalization:
+        return cls(energy_ref=[0.0] * MAX_Z)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ModelConfig:
+    """Base of every family's typed size config. Graph knobs live here so the data
+    pipeline knows which neighbor lists to build."""
+
+    cutoff: float = 5.0  # Å
+    max_neighbors: int = 32  # nearest first; 0 = no cap
+    strict_neighbors: bool = True  # False: keep ties out to d(max_neighbors+1)+0.01 Å² (OMat24 eqV2)
+
+
+class Potential(nn.Module):
+    """Base class: handles units, strain and autograd; subclasses implement ``predict``."""
+
+    force_mode: ClassVar[ForceMode] = "direct"
+    predicts_stress: ClassVar[bool] = True
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        norm = Normalization.identity()
+        self.register_buffer("energy_ref", torch.tensor(norm.energy_ref, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("forces_scale", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("stress_scale", torch.tensor(1.0, dtype=torch.float64))
+
+    # -- normalization -------------------------------------------------------------
+    def set_normalization(self, norm: Normalization) -> None:
+        dev = self.energy_ref.device
+        self.energy_ref.copy_(torch.tensor(norm.energy_ref, dtype=torch.float64, device=dev))
+        self.energy_scale.fill_(float(norm.energy_scale))
+        self.forces_scale.fill_(float(norm.forces_scale))
+        self.stress_scale.fill_(float(norm.stress_scale))
+
+    def get_normalization(self) -> Normalization:
+        return Normalization(
+            energy_ref=self.energy_ref.tolist(),
+            energy_scale=float(self.energy_scale),
+            forces_scale=float(self.forces_scale),
+            stress_scale=float(self.stress_scale),
+        )
+
+    # -- the contract ----------------------------------------------------------------
+    def predict(self, batch: Batch, geometry: EdgeGeometry) -> RawOutput:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        conservative = self.force_mode == "conservative"
+        positions, cell = batch.positions, batch.cell
+        strain = None
+        if conservative:
+            positions = positions.detach().requires_grad_(True)
+            strain = torch.zeros(batch.num_graphs, 3, 3, dtype=positions.dtype, device=positions.device)
+            strain.requires_grad_(True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            deform = torch.eye(3, dtype=positions.dtype, device=positions.device) + sym
+            positions = torch.bmm(positions.unsqueeze(1), deform[batch.batch]).squeeze(1)
+            cell = torch.bmm(cell, deform)
+        geometry = edge_geometry(batch, positions=positions, cell=cell)
+        raw = self.predict(batch, geometry)
+        dtype = raw.energy.dtype
+        ref = self.energy_ref.to(dtype)[batch.numbers]
+        ref_sum = torch.zeros(batch.num_graphs, dtype=dtype, device=ref.device).index_add_(0, batch.batch, ref)
+        energy = raw.energy * self.energy_scale.to(dtype) + ref_sum
+        if conservative:
+            grads = torch.autograd.grad(
+                energy.sum(), [positions, strain], create_graph=self.training, allow_unused=True
+            )
+            forces = -grads[0] if grads[0] is not None else torch.zeros_like(positions)
+            stress = None
+            if self.predicts_stress:
+                volume = torch.linalg.det(cell).abs().view(-1, 1, 1)
+                stress = grads[1] / volume if grads[1] is not None else torch.zeros_like(cell)
+            return ModelOutput(energy=energy, forces=forces, stress=stress)
+        forces = raw.forces * self.forces_scale.to(raw.forces.dtype)
+        stress = raw.stress * self.stress_scale.to(raw.stress.dtype) if raw.stress is not None else None
+        return ModelOutput(energy=energy, forces=forces, stress=stress)
+
+    # -- bookkeeping -----------------------------------------------------------------
+    def num_parameters(self) -> int:
+        """Trainable parameters (the N of a parameter-scaling law)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
