@@ -106,9 +106,14 @@ class Record:
         if n == 0:
             raise DataError(f"record {self.uid!r}{at} has no atoms; remove it or pass --skip-bad-records")
         if self.positions.shape != (n, 3):
-            raise DataError(f"record {self.uid!r}{at}: positions shape {self.positions.shape} != ({n}, 3)")
+            raise DataError(
+                f"record {self.uid!r}{at}: positions shape {self.positions.shape} != ({n}, 3); "
+                "fix the file or pass --skip-bad-records"
+            )
         if np.any(self.numbers < 1) or np.any(self.numbers > 118):
-            raise DataError(f"record {self.uid!r}{at}: atomic numbers must be in 1..118")
+            raise DataError(
+                f"record {self.uid!r}{at}: atomic numbers must be in 1..118; fix the file or pass --skip-bad-records"
+            )
         if not np.all(np.isfinite(self.positions)) or not np.all(np.isfinite(self.cell)):
             raise DataError(
                 f"record {self.uid!r}{at} has NaN/inf positions or cell; fix the file or pass --skip-bad-records"
@@ -122,17 +127,18 @@ class Record:
             raise DataError(f"record {self.uid!r}{at} has a NaN/inf energy; fix the label or pass --skip-bad-records")
         if self.forces is not None:
             if self.forces.shape != (n, 3):
-                raise DataError(f"record {self.uid!r}{at}: forces shape {self.forces.shape} != ({n}, 3)")
-            if not np.all(np.isfinite(self.forces)):
                 raise DataError(
-                    f"record {self.uid!r}{at} has NaN/inf forces; fix the label or pass --skip-bad-records"
+                    f"record {self.uid!r}{at}: forces shape {self.forces.shape} != ({n}, 3); "
+                    "fix the file or pass --skip-bad-records"
                 )
+            if not np.all(np.isfinite(self.forces)):
+                raise DataError(f"record {self.uid!r}{at} has NaN/inf forces; fix the label or pass --skip-bad-records")
         if self.stress is not None and not np.all(np.isfinite(self.stress)):
             raise DataError(f"record {self.uid!r}{at} has a NaN/inf stress; fix the label or pass --skip-bad-records")
         return self
 
     @classmethod
-    def from_atoms(cls, atoms, uid: str = "", **info) -> Record:  # noqa: ANN001 - ase.Atoms
+    def from_atoms(cls, atoms, uid: str = "", **info) -> Record:
         """Build from an ``ase.Atoms`` with an attached (single-point) calculator, if any."""
         energy = forces = stress = None
         calc = atoms.calc
@@ -153,7 +159,7 @@ class Record:
             info=dict(info),
         )
 
-    def to_atoms(self):  # noqa: ANN201 - ase.Atoms
+    def to_atoms(self):
         """An ``ase.Atoms`` with the labels on a SinglePointCalculator."""
         from ase import Atoms
         from ase.calculators.singlepoint import SinglePointCalculator

@@ -1,0 +1,91 @@
+"""From a :class:`engine.config.DataConfig` to validated train/val/test record lists.
+
+``path=None`` gives the embedded EMT dataset (:mod:`engine.data.emt`); otherwise the file or
+folder is read with :func:`engine.data.readers.read_records`. Every record is validated (NaN,
+zero-volume cell, label shapes) with the source named in the error, then split by uid hash
+(:mod:`engine.data.splits`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import DataConfig
+from engine.data.records import Record
+from engine.data.splits import split_indices
+from engine.errors import DataError
+
+
+@dataclass
+class Splits:
+    """Train (nested ``train_size`` prefix of the pool), val (capped at ``max_val``) and test records.
+
+    ``pool_size`` is how many structures the training pool holds (the largest possible
+    ``train_size``); ``source`` names where the data came from; ``skipped`` lists the
+    (uid, reason) of records dropped by ``skip_bad_records``.
+    """
+
+    train: list[Record]
+    val: list[Record]
+    test: list[Record]
+    pool_size: int
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_records(cfg: DataConfig, progress: bool = True) -> tuple[list[Record], str, list[tuple[str, str]]]:
+    """All records of ``cfg``'s source, validated: (records, source name, skipped)."""
+    skipped: list[tuple[str, str]] = []
+    if cfg.path is None:
+        from engine.data.emt import cache_file, load_emt_dataset
+        from engine.paths import cache_dir
+
+        folder = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()
+        records = load_emt_dataset(cfg.emt_size, cfg.emt_seed, folder, progress=progress)
+        source = str(cache_file(folder, cfg.emt_seed, cfg.emt_size))
+    else:
+        from engine.data.readers import read_records
+
+        result = read_records(cfg.path, skip_bad=cfg.skip_bad_records)
+        records, skipped = result.records, result.skipped
+        source = str(Path(cfg.path).expanduser().resolve())
+    kept = []
+    for r in records:
+        try:
+            r.validate(where=source)
+            if np.any(r.pbc) and not np.all(r.pbc):
+                raise DataError(
+                    f"record {r.uid!r} in {source} is periodic along {r.pbc.tolist()} only; neighbor lists need "
+                    "full 3D periodicity or none: add vacuum and set pbc=True, or pass --skip-bad-records"
+                )
+            kept.append(r)
+        except DataError as exc:
+            if not cfg.skip_bad_records:
+                raise
+            skipped.append((r.uid, str(exc)))
+    if not kept:
+        raise DataError(f"no usable structures in {source}; check the file (or drop --skip-bad-records to see why)")
+    return kept, source, skipped
+
+
+def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
+    """Load, validate and split the data of ``cfg`` (see module docstring)."""
+    records, source, skipped = load_records(cfg, progress=progress)
+    idx = split_indices(
+        records,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        train_size=cfg.train_size,
+        max_val=cfg.max_val,
+    )
+    return Splits(
+        train=[records[k] for k in idx.train],
+        val=[records[k] for k in idx.val],
+        test=[records[k] for k in idx.test],
+        pool_size=idx.pool_size,
+        source=source,
+        skipped=skipped,
+    )

@@ -1,0 +1,298 @@
+"""Readers for real data, all into :class:`engine.data.records.Record` (eV, eV/Å, eV/Å³ ASE sign).
+
+Formats, chosen from the file name:
+
+- ``.aselmdb`` (OMat24's format; needs ``ase-db-backends``) and ASE SQLite ``.db``
+- MPtrj JSON ``{mp_id: {frame_id: {structure, uncorrected_total_energy, force, stress}}}``
+- Alexandria trajectories ``{id: [{"steps": [{structure, energy, forces, stress}]}]}``
+  (``.json``, ``.json.bz2``, ``.json.gz``; the two JSON layouts are told apart by their shape)
+- anything else ASE reads with labels: extxyz, VASP OUTCAR, vasprun.xml, FHI-aims output, ...
+
+MPtrj and Alexandria give stress in kBar with VASP's sign (positive = compressive); it is
+converted with :func:`engine.data.records.vasp_kbar_to_ase_stress` (×(−0.1) GPa). Structures
+are pymatgen ``Structure.as_dict()`` dicts, parsed here without pymatgen.
+
+Each record's uid is ``<file name>:<key>`` (for a directory: the path relative to it), stable
+across runs. A malformed record raises :class:`DataError` naming the file and the record;
+``skip_bad=True`` skips it instead, logs a warning and lists it in ``ReadResult.skipped``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from engine.data.records import Record, vasp_kbar_to_ase_stress
+from engine.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_SKIP_NAMES = ("-lock",)  # LMDB lock files beside .aselmdb
+
+
+@dataclass
+class ReadResult:
+    """Records read, and the (uid, reason) of every record skipped with ``skip_bad=True``."""
+
+    records: list[Record] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _BadRecordError(Exception):
+    """A record that cannot be converted; carries the reason (file and uid are added by the caller)."""
+
+
+# ---------------------------------------------------------------------------------------
+# entry point
+
+
+def read_records(path: str | Path, skip_bad: bool = False) -> ReadResult:
+    """Read every labelled structure in ``path`` (a file, or a directory of files read in sorted order)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"dataset path {p} does not exist; check --data (or data.path), or omit it for the EMT default")
+    result = ReadResult()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not _ignored(f))
+        if not files:
+            raise DataError(f"dataset folder {p} holds no data files; point --data at a file or a folder of files")
+        for f in files:
+            _read_file(f, f.relative_to(p).as_posix(), skip_bad, result)
+    else:
+        _read_file(p, p.name, skip_bad, result)
+    if result.skipped:
+        log.warning("skipped %d bad record(s) in %s (first: %s: %s)", len(result.skipped), p, *result.skipped[0])
+    return result
+
+
+def _ignored(f: Path) -> bool:
+    return f.name.startswith(".") or f.name.endswith(_SKIP_NAMES)
+
+
+def _read_file(path: Path, label: str, skip_bad: bool, result: ReadResult) -> None:
+    """Append the records of one file; ``label`` prefixes uids and names the file in errors."""
+    for key, build in _iter_raw(path):
+        uid = f"{label}:{key}"
+        try:
+            record = build(uid)
+            record.validate(where=str(path))
+        except (_BadRecordError, DataError, ValueError, KeyError, TypeError, IndexError) as exc:
+            reason = str(exc) if isinstance(exc, (_BadRecordError, DataError)) else f"{type(exc).__name__}: {exc}"
+            if not skip_bad:
+                if isinstance(exc, DataError):
+                    raise
+                raise DataError(
+                    f"malformed record {uid!r} in {path}: {reason}; fix it or pass --skip-bad-records"
+                ) from exc
+            result.skipped.append((uid, reason))
+            continue
+        result.records.append(record)
+
+
+def _iter_raw(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    """(key, build(uid) -> Record) for each record of ``path``; conversion is deferred so errors name it."""
+    name = path.name.lower()
+    if name.endswith(".aselmdb") or name.endswith(".db"):
+        yield from _iter_ase_db(path)
+    elif name.endswith((".json", ".json.bz2", ".json.gz")):
+        yield from _iter_json(path)
+    else:
+        yield from _iter_ase_io(path)
+
+
+# ---------------------------------------------------------------------------------------
+# ASE databases (.aselmdb, SQLite .db)
+
+
+def _iter_ase_db(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    import ase.db
+
+    from engine.data.store import row_to_record
+
+    kind = "aselmdb" if path.name.lower().endswith(".aselmdb") else "db"
+    if kind == "aselmdb":
+        _check_lmdb(path)
+    try:
+        db = ase.db.connect(str(path), type=kind, **({"readonly": True} if kind == "aselmdb" else {}))
+        try:
+            rows = list(db.select())
+        finally:
+            if kind == "aselmdb":
+                db.close()
+    except Exception as exc:
+        raise DataError(f"cannot read ASE database {path}: {exc}; check that it is a valid .{kind} file") from exc
+    for row in rows:
+        yield str(row.id), lambda uid, row=row: row_to_record(row, uid)
+
+
+def _check_lmdb(path: Path) -> None:
+    """Open the LMDB file read-only first: a corrupt file then fails here, not in a destructor later."""
+    import lmdb
+
+    try:
+        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)
+    except lmdb.Error as exc:
+        raise DataError(f"cannot read ASE database {path}: {exc}; check that it is a valid .aselmdb file") from exc
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------
+# any labelled format ASE reads
+
+
+def _iter_ase_io(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    import ase.io
+
+    try:
+        frames = ase.io.read(str(path), index=":")
+    except Exception as exc:
+        raise DataError(
+            f"cannot read {path} with ASE ({type(exc).__name__}: {exc}); give a supported format "
+            "(.aselmdb, .db, .extxyz, OUTCAR, vasprun.xml, MPtrj .json, Alexandria .json.bz2)"
+        ) from exc
+    if not isinstance(frames, list):
+        frames = [frames]
+    if not frames:
+        raise DataError(
+            f"ASE found no structures in {path} (guessed format: {_guess_format(path)}); give a supported, "
+            "labelled file (.aselmdb, .db, .extxyz, OUTCAR, vasprun.xml, MPtrj .json, Alexandria .json.bz2)"
+        )
+    for k, atoms in enumerate(frames):
+        yield str(k), lambda uid, atoms=atoms: Record.from_atoms(atoms, uid=uid)
+
+
+def _guess_format(path: Path) -> str:
+    from ase.io.formats import filetype
+
+    try:
+        return str(filetype(str(path)))
+    except Exception:
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------
+# MPtrj and Alexandria JSON
+
+
+def _load_json(path: Path) -> object:
+    opener = (
+        bz2.open if path.name.lower().endswith(".bz2") else gzip.open if path.name.lower().endswith(".gz") else open
+    )
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot parse JSON in {path}: {exc}; check the file is complete and not corrupted") from exc
+
+
+def _iter_json(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    data = _load_json(path)
+    if not isinstance(data, dict) or not data:
+        raise DataError(
+            f"{path} is not an MPtrj ({{mp_id: {{frame_id: frame}}}}) or Alexandria ({{id: [{{steps: [...]}}]}}) "
+            "JSON mapping; check the file"
+        )
+    first = next(iter(data.values()))
+    if isinstance(first, list):
+        yield from _iter_alexandria(data)
+    elif isinstance(first, dict):
+        yield from _iter_mptrj(data)
+    else:
+        raise DataError(
+            f"{path}: unrecognised JSON layout (top-level values are {type(first).__name__}); "
+            "expected MPtrj or Alexandria trajectories"
+        )
+
+
+def _iter_mptrj(data: dict) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    for mp_id, frames in data.items():
+        if not isinstance(frames, dict):
+            yield str(mp_id), lambda uid, f=frames: _bad(f"expected a mapping of frames, got {type(f).__name__}")
+            continue
+        for frame_id, frame in frames.items():
+            yield f"{mp_id}:{frame_id}", lambda uid, frame=frame: _mptrj_frame(frame, uid)
+
+
+def _mptrj_frame(frame: object, uid: str) -> Record:
+    if not isinstance(frame, dict):
+        _bad(f"frame is a {type(frame).__name__}, not a mapping")
+    if "structure" not in frame:
+        _bad("missing 'structure'")
+    energy = frame.get("uncorrected_total_energy")  # eV, no MP2020 correction
+    return _from_pymatgen(frame["structure"], energy, frame.get("force"), frame.get("stress"), uid)
+
+
+def _iter_alexandria(data: dict) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    for key, trajectories in data.items():
+        for t, trajectory in enumerate(trajectories):
+            steps = trajectory.get("steps") if isinstance(trajectory, dict) else None
+            if not isinstance(steps, list):
+                yield f"{key}:{t}", lambda uid: _bad("trajectory has no 'steps' list")
+                continue
+            for s, step in enumerate(steps):
+                yield f"{key}:{t}:{s}", lambda uid, step=step: _alexandria_step(step, uid)
+
+
+def _alexandria_step(step: object, uid: str) -> Record:
+    if not isinstance(step, dict):
+        _bad(f"step is a {type(step).__name__}, not a mapping")
+    if "structure" not in step:
+        _bad("missing 'structure'")
+    return _from_pymatgen(step["structure"], step.get("energy"), step.get("forces"), step.get("stress"), uid)
+
+
+def _from_pymatgen(structure: object, energy: object, forces: object, stress_kbar: object, uid: str) -> Record:
+    """Record from a pymatgen ``Structure.as_dict()`` plus labels (stress in kBar, VASP sign)."""
+    if not isinstance(structure, dict):
+        _bad("'structure' is not a pymatgen Structure dict")
+    try:
+        matrix = np.asarray(structure["lattice"]["matrix"], dtype=np.float64)
+        sites = structure["sites"]
+    except (KeyError, TypeError) as exc:
+        _bad(f"structure lacks lattice.matrix or sites ({exc})")
+    if matrix.shape != (3, 3):
+        _bad(f"lattice.matrix has shape {matrix.shape}, expected (3, 3)")
+    if not isinstance(sites, list) or not sites:
+        _bad("structure has no sites")
+    from ase.data import atomic_numbers
+
+    numbers, positions = [], []
+    for k, site in enumerate(sites):
+        species = site.get("species") if isinstance(site, dict) else None
+        if not species:
+            _bad(f"site {k} has no species")
+        if len(species) != 1 or abs(float(species[0].get("occu", 1.0)) - 1.0) > 1e-6:
+            _bad(f"site {k} is partially occupied; only ordered structures can be labelled")
+        element = str(species[0].get("element", ""))
+        if element not in atomic_numbers:
+            _bad(f"site {k} has unknown element {element!r}")
+        numbers.append(atomic_numbers[element])
+        if "xyz" in site:
+            positions.append(np.asarray(site["xyz"], dtype=np.float64))
+        elif "abc" in site:  # fractional coordinates; cell rows are lattice vectors
+            positions.append(np.asarray(site["abc"], dtype=np.float64) @ matrix)
+        else:
+            _bad(f"site {k} has neither 'xyz' nor 'abc'")
+    pbc = structure["lattice"].get("pbc", (True, True, True))
+    return Record(
+        numbers=np.asarray(numbers),
+        positions=np.stack(positions),
+        cell=matrix,
+        pbc=np.asarray(pbc, dtype=bool),
+        energy=None if energy is None else float(energy),
+        forces=None if forces is None else np.asarray(forces, dtype=np.float64),
+        stress=None if stress_kbar is None else vasp_kbar_to_ase_stress(stress_kbar),
+        uid=uid,
+    )
+
+
+def _bad(reason: str) -> NoReturn:
+    raise _BadRecordError(reason)

@@ -1,0 +1,469 @@
+"""The training loop of one trial: data → model → AdamW steps → metrics, FLOPs, checkpoints.
+
+No Ray and no MLflow in here: the caller passes a :class:`~engine.metrics.Reporter` (the CLI's
+prints and writes JSON lines, the sweep's calls Ray) and, for data parallelism, a
+:class:`DistContext` for a process group it has already initialized.
+
+Order of events: build everything from ``config.seed`` → resume from ``run_dir/checkpoint.pt``
+if present → otherwise evaluate the untrained model (epoch 0), checkpoint and report → for each
+epoch: shuffle (numpy Generator), pack batches by atom budget, one optimizer step per global
+batch (sharded across ranks by atoms), then evaluate, checkpoint, report. A resumed run restores
+weights, optimizer, schedule, scaler, EMA, RNG streams and the shuffle generator, so it continues
+exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import models
+from engine import metrics as M
+from engine import paths
+from engine.config import TrialConfig
+from engine.data.graph import Batch, GraphDataset, GraphSpec, pack_batches
+from engine.data.store import cached_graph_dataset
+from engine.errors import ConfigError, DataError
+from engine.loop import checkpoint as ckpt_io
+from engine.loop.ema import EMA
+from engine.loop.flops import FlopCounter
+from engine.loop.loss import ErrorSums, error_metrics, error_sums, weighted_loss
+from engine.loop.sampler import shard_by_atoms
+from engine.loop.schedule import WarmupCosine
+from models.base import Normalization, Potential
+
+
+@dataclass
+class DistContext:
+    """An already-initialized ``torch.distributed`` process group as seen by this process."""
+
+    rank: int
+    world_size: int
+    device: torch.device | str
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA if available, else CPU; ``cuda`` without a GPU is a :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU (AMX), fp16 on CUDA (paired with a GradScaler); a no-op without ``amp``."""
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _all_reduce(vec: torch.Tensor, dist: DistContext | None) -> torch.Tensor:
+    """Sum ``vec`` over ranks (in place on a copy); identity without a process group."""
+    if dist is None or not dist.active:
+        return vec
+    import torch.distributed as tdist
+
+    out = vec.clone()
+    tdist.all_reduce(out)
+    return out
+
+
+def _masked_copy(batch: Batch) -> Batch:
+    """The same structures with every label masked out: a zero-loss stand-in for an empty shard."""
+    return dataclasses.replace(
+        batch,
+        energy_mask=torch.zeros_like(batch.energy_mask),
+        forces_mask=torch.zeros_like(batch.forces_mask),
+        stress_mask=torch.zeros_like(batch.stress_mask),
+    )
+
+
+def local_shard(dataset: GraphDataset, indices: list[int], dist: DistContext | None) -> tuple[list[int], bool]:
+    """This rank's part of a global batch (atom-balanced), and whether it is a masked stand-in."""
+    if dist is None or not dist.active:
+        return list(indices), False
+    sizes = [int(dataset.records[k].n_atoms) for k in indices]
+    shards = shard_by_atoms(sizes, dist.world_size)
+    mine = [indices[p] for p in shards[dist.rank]]
+    if mine:
+        return mine, False
+    smallest = min(indices, key=lambda k: (dataset.records[k].n_atoms, k))
+    return [smallest], True
+
+
+@dataclass
+class StepContext:
+    """What one optimizer step needs (shared by the loop and the benchmarks)."""
+
+    model: nn.Module  # the (possibly DDP-wrapped) module called for the forward pass
+    module: Potential  # the bare model (normalization, parameters, EMA)
+    optimizer: torch.optim.Optimizer
+    config: TrialConfig
+    device: torch.device
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler | None = None
+    ema: EMA | None = None
+    dist: DistContext | None = None
+
+
+def train_step(ctx: StepContext, batch: Batch) -> tuple[ErrorSums, int]:
+    """One forward + backward + AdamW step on this rank's shard of a global batch.
+
+    The loss divides this rank's error sums by counts summed over all ranks, times the world size
+    (DDP averages gradients), so the gradient equals that of the global batch's mean loss.
+    Returns the detached global error sums and the FLOPs counted on this rank.
+    """
+    cfg = ctx.config
+    ctx.model.train()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    world = ctx.dist.world_size if ctx.dist is not None and ctx.dist.active else 1
+    with FlopCounter(enabled=cfg.count_flops) as counter:
+        with autocast_context(ctx.device, cfg.amp):
+            output = ctx.model(batch)
+        sums = error_sums(output, batch)
+        global_sums = ErrorSums.from_vector(_all_reduce(sums.as_vector(), ctx.dist))
+        loss = (
+            weighted_loss(
+                sums,
+                cfg.loss,
+                float(ctx.module.forces_scale),
+                float(ctx.module.stress_scale),
+                counts=global_sums,
+            )
+            * world
+        )
+        if ctx.scaler is not None:
+            ctx.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+    if ctx.scaler is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+    if cfg.optim.grad_clip and cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(ctx.module.parameters(), cfg.optim.grad_clip)
+    if ctx.scaler is not None:
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        ctx.optimizer.step()
+    if ctx.ema is not None:
+        ctx.ema.update(ctx.module)
+    return global_sums, counter.total
+
+
+def evaluate(
+    module: Potential,
+    dataset: GraphDataset,
+    config: TrialConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    dist: DistContext | None = None,
+) -> ErrorSums:
+    """Error sums of ``module`` over ``dataset`` (eval mode; batches sharded over ranks, summed)."""
+    module.eval()
+    total = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64)
+    need_grad = module.force_mode == "conservative"  # forces are −∂E/∂x even at evaluation
+    if len(dataset):
+        for idx in pack_batches(dataset.sizes(), config.batch_size, config.max_atoms_per_batch):
+            mine, dummy = local_shard(dataset, idx, dist)
+            if dummy:
+                continue
+            batch = dataset.batch(mine, dtype=dtype).to(device)
+            with torch.set_grad_enabled(need_grad), autocast_context(device, config.amp):
+                output = module(batch)
+            total += error_sums(output, batch).as_vector().cpu()
+    return ErrorSums.from_vector(_all_reduce(total.to(device), dist).cpu())
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch, Python and numpy's legacy state; return the Generator that shuffles the data."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    return np.random.default_rng(seed)
+
+
+def _load_splits(config: TrialConfig, progress: bool):
+    from engine.data.dataset import load_splits
+
+    return load_splits(config.data, progress=progress)
+
+
+def _fit_normalization(records: list) -> Normalization:
+    from engine.data.normalize import fit_normalization
+
+    return fit_normalization(records)
+
+
+class _Trial:
+    """State of one running trial; :func:`run_trial` drives it."""
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        run_dir: Path,
+        reporter: M.Reporter | None,
+        dist: DistContext | None,
+        splits: Any,
+        dtype: torch.dtype,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.reporter = reporter
+        self.dist = dist if dist is not None and dist.active else None
+        self.is_main = self.dist is None or self.dist.rank == 0
+        self.dtype = dtype
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        self.device = torch.device(dist.device) if dist is not None else resolve_device(config.device)
+        self.generator = seed_everything(config.seed)
+
+        splits = _load_splits(config, progress=self.is_main) if splits is None else splits
+        if not splits.train:
+            raise DataError("the training subset is empty; use a larger dataset or --train-size > 0")
+        val = list(splits.val)
+        if config.data.max_val is not None and config.data.max_val > 0:
+            val = val[: config.data.max_val]
+        self.model: Potential = models.build(config.model, config.model_config, preset=config.preset)
+        self.model_config = dataclasses.asdict(self.model.config)
+        self.model.set_normalization(_fit_normalization(list(splits.train)))
+        if dtype != torch.float32:
+            self.model.to(dtype=dtype)
+        self.model.to(self.device)
+        mc = self.model.config
+        spec = GraphSpec(cutoff=float(mc.cutoff), max_neighbors=int(mc.max_neighbors), strict=bool(mc.strict_neighbors))
+        # neighbor lists once per structure, cached on disk by (structures, GraphSpec)
+        cache = config.data.cache_dir or str(paths.cache_dir())
+        self.train_set = cached_graph_dataset(list(splits.train), spec, cache)
+        self.val_set = cached_graph_dataset(val, spec, cache)
+        # epoch 0 has no running train average: score the untrained model on a train prefix instead
+        n_probe = max(1, min(len(self.train_set), len(val) or 256))
+        self.train_probe = GraphDataset(self.train_set.records[:n_probe], spec)
+
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.scheduler = WarmupCosine(self.optimizer, config.optim)
+        self.scheduler.set_progress(0.0)
+        use_scaler = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.ema = EMA(self.model, config.optim.ema_decay) if config.optim.ema_decay else None
+        wrapped: nn.Module = self.model
+        if self.dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.step_ctx = StepContext(
+            model=wrapped,
+            module=self.model,
+            optimizer=self.optimizer,
+            config=config,
+            device=self.device,
+            dtype=dtype,
+            scaler=self.scaler,
+            ema=self.ema,
+            dist=self.dist,
+        )
+        self.epoch = 0
+        self.step = 0
+        self.flops_cum = 0
+        self.wall_s = 0.0
+        self.history: list[dict] = []
+        self.n_params = self.model.num_parameters()
+        self.train_size = len(self.train_set)
+
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / ckpt_io.FILENAME
+
+    def resolved_config(self) -> dict:
+        cfg = self.config.to_dict()
+        cfg["model_config"] = dict(self.model_config)
+        return cfg
+
+    def _write_history(self) -> None:
+        text = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.history)
+        ckpt_io.atomic_write_text(self.run_dir / "metrics.jsonl", text)
+
+    def save(self) -> None:
+        if not self.is_main:
+            return
+        payload = {
+            "format": ckpt_io.FORMAT,
+            "model": self.config.model,
+            "model_config": dict(self.model_config),
+            "normalization": self.model.get_normalization().to_dict(),
+            "model_state": self.model.state_dict(),
+            "ema_state": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "flops_cum": self.flops_cum,
+            "wall_s": self.wall_s,
+            "rng": {**ckpt_io.rng_state(), "numpy_shuffle": ckpt_io.numpy_generator_state(self.generator)},
+            "trial_config": self.config.to_dict(),
+            "metrics_history": list(self.history),
+        }
+        ckpt_io.save_checkpoint(self.checkpoint_path, payload)
+
+    def resume(self) -> bool:
+        """Load ``run_dir/checkpoint.pt`` if present; True when resumed."""
+        if not self.checkpoint_path.exists():
+            return False
+        ck = ckpt_io.load_checkpoint(self.checkpoint_path, map_location=self.device)
+        ckpt_io.check_compatible(ck, self.config.model, self.model_config, self.config.to_dict(), self.checkpoint_path)
+        self.model.load_state_dict(ck["model_state"])
+        self.optimizer.load_state_dict(ck["optimizer_state"])
+        self.scheduler.load_state_dict(ck["scheduler_state"])
+        if self.scaler is not None and ck["scaler_state"]:
+            self.scaler.load_state_dict(ck["scaler_state"])
+        if self.ema is not None and ck["ema_state"] is not None:
+            self.ema.load_state_dict(ck["ema_state"])
+        self.epoch = int(ck["epoch"])
+        self.step = int(ck["step"])
+        self.flops_cum = int(ck["flops_cum"])
+        self.wall_s = float(ck["wall_s"])
+        self.history = list(ck["metrics_history"])
+        rng = dict(ck["rng"])
+        self.generator = ckpt_io.restore_numpy_generator(rng.pop("numpy_shuffle"))
+        ckpt_io.set_rng_state(rng)
+        if self.is_main:
+            self._write_history()
+        return True
+
+    # -- metrics -------------------------------------------------------------------------
+    def _evaluate_val(self) -> dict[str, float]:
+        ctx = self.ema.swapped(self.model) if self.ema is not None else contextlib.nullcontext()
+        with ctx:
+            sums = evaluate(self.model, self.val_set, self.config, self.device, self.dtype, self.dist)
+        return error_metrics(sums, self.config.loss, *self._scales(), split="val")
+
+    def _scales(self) -> tuple[float, float]:
+        return float(self.model.forces_scale), float(self.model.stress_scale)
+
+    def _record(self, metrics: dict[str, float]) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            M.EPOCH: self.epoch,
+            M.STEP: self.step,
+            M.FLOPS_CUM: float(self.flops_cum),
+            M.WALL_S: self.wall_s,
+            M.LR: self.scheduler.lr,
+            M.TRAIN_SIZE: self.train_size,
+            M.N_PARAMS: self.n_params,
+            **metrics,
+        }
+        self.history.append(row)
+        self.save()
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
+        # a reporter with ``all_ranks = True`` (Ray Train's report is a barrier) is called on every rank
+        if self.reporter is not None and (self.is_main or getattr(self.reporter, "all_ranks", False)):
+            self.reporter.report(dict(row, **{M.CHECKPOINT: str(self.checkpoint_path)}), str(self.run_dir))
+        return row
+
+    def _budget_spent(self) -> bool:
+        return self.config.max_flops is not None and self.flops_cum >= self.config.max_flops
+
+    # -- the loop ------------------------------------------------------------------------
+    def initial_report(self) -> None:
+        t0 = time.perf_counter()
+        probe = evaluate(self.model, self.train_probe, self.config, self.device, self.dtype, self.dist)
+        metrics = error_metrics(probe, self.config.loss, *self._scales(), split="train")
+        metrics.update(self._evaluate_val())
+        metrics[M.THROUGHPUT_STRUCT_S] = 0.0
+        metrics[M.THROUGHPUT_ATOMS_S] = 0.0
+        self.wall_s += time.perf_counter() - t0
+        self._record(metrics)
+
+    def train_epoch(self) -> dict[str, float]:
+        cfg = self.config
+        self.epoch += 1
+        t0 = time.perf_counter()
+        order = self.generator.permutation(len(self.train_set))
+        batches = pack_batches(self.train_set.sizes(), cfg.batch_size, cfg.max_atoms_per_batch, order)
+        on_batch = getattr(self.reporter, "on_batch", None) if self.is_main else None
+        epoch_sums = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64)
+        n_struct = n_atoms = 0
+        for k, idx in enumerate(batches):
+            self.scheduler.set_progress((self.epoch - 1 + k / len(batches)) / cfg.epochs)
+            mine, dummy = local_shard(self.train_set, idx, self.dist)
+            batch = self.train_set.batch(mine, dtype=self.dtype)
+            batch = (_masked_copy(batch) if dummy else batch).to(self.device)
+            sums, flops = train_step(self.step_ctx, batch)
+            flops = int(_all_reduce(torch.tensor([flops], dtype=torch.float64, device=self.device), self.dist).item())
+            self.flops_cum += flops
+            self.step += 1
+            epoch_sums += sums.as_vector().cpu()
+            n_struct += len(idx)
+            n_atoms += int(self.train_set.sizes()[idx].sum())
+            if on_batch is not None:
+                on_batch(self.epoch, k + 1, len(batches), self.step)
+            if self._budget_spent():
+                break
+        train_s = time.perf_counter() - t0
+        metrics = error_metrics(ErrorSums.from_vector(epoch_sums), cfg.loss, *self._scales(), split="train")
+        metrics.update(self._evaluate_val())
+        metrics[M.THROUGHPUT_STRUCT_S] = n_struct / train_s if train_s > 0 else 0.0
+        metrics[M.THROUGHPUT_ATOMS_S] = n_atoms / train_s if train_s > 0 else 0.0
+        self.wall_s += time.perf_counter() - t0
+        return self._record(metrics)
+
+    def run(self) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        if self.is_main:
+            ckpt_io.atomic_write_text(
+                self.run_dir / "config.json", json.dumps(self.resolved_config(), indent=2, sort_keys=True) + "\n"
+            )
+        if not resumed:
+            if self.is_main:
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            self.initial_report()
+        while self.epoch < self.config.epochs and not self._budget_spent():
+            row = self.train_epoch()
+            if not math.isfinite(row[M.VAL_LOSS]):
+                break  # diverged: stop; the history shows it
+        return dict(self.history[-1])
+
+
+def run_trial(
+    config: TrialConfig,
+    run_dir: str | Path,
+    reporter: M.Reporter | None = None,
+    dist: DistContext | None = None,
+    *,
+    splits: Any = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """Train one model as ``config`` says, in ``run_dir``; return the final metrics.
+
+    Resumes from ``run_dir/checkpoint.pt`` when present. Reports epoch 0 (the untrained model)
+    and then every epoch; stops early once ``config.max_flops`` is passed. Only rank 0 writes
+    files and reports. ``splits`` (an object with ``train``/``val`` record lists) bypasses
+    :func:`engine.data.dataset.load_splits`; ``dtype`` sets the model's float type (float64 in
+    exactness tests).
+    """
+    return _Trial(config, Path(run_dir), reporter, dist, splits, dtype).run()

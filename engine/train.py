@@ -1,0 +1,145 @@
+"""Train one model on one data subset: ``python -m engine.train --model transformer --train-size 2000``.
+
+Thin CLI: parse arguments into a :class:`~engine.config.TrialConfig` (a ``--config`` file first,
+then flags on top), load the data, call :func:`engine.loop.loop.run_trial`. Progress goes to
+stderr, every report to ``<run-dir>/metrics.jsonl`` (one JSON object per line, epoch 0 = the
+untrained model), the resolved config to ``<run-dir>/config.json``, and a final metrics table
+to stdout. Re-running with the same ``--run-dir`` resumes from its ``checkpoint.pt``.
+
+Examples::
+
+    python -m engine.train --model fcn --train-size 2000 --epochs 20
+    python -m engine.train --model transformer --preset p3 --train-size 2000 --epochs 20 --lr 1e-3
+    python -m engine.train --model transformer --model-config d_model=128 depth=3 --amp
+    python -m engine.train --config trial.yaml --data my_structures.extxyz --skip-bad-records
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import yaml
+
+import models
+from engine import metrics as M
+from engine.cli import run_cli
+from engine.config import TrialConfig, load_trial_config, trial_config_from_dict
+from engine.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.split("\n")[0])
+    p.add_argument("--config", help="trial config file (YAML or JSON); flags below override it")
+    p.add_argument("--model", help=f"model family: {', '.join(models.names())}")
+    p.add_argument("--preset", help="named size preset of the model family")
+    p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE", help="model config overrides")
+    p.add_argument("--data", help="dataset file or folder (default: the embedded EMT dataset)")
+    p.add_argument("--emt-size", type=int, help="structures in the embedded EMT dataset (before splitting)")
+    p.add_argument("--train-size", type=int, help="structures in the (nested) training subset; 0 = all")
+    p.add_argument("--skip-bad-records", action="store_true", default=None, help="skip and count malformed records")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, help="structures per global batch")
+    p.add_argument("--max-atoms-per-batch", type=int, help="atom budget per global batch")
+    p.add_argument("--ema-decay", type=float, help="EMA of weights (e.g. 0.999); validation uses the average")
+    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CPU, fp16 + GradScaler on CUDA")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--max-flops", type=float, help="stop once this many training FLOPs are spent")
+    p.add_argument("--no-flops", action="store_true", help="do not count FLOPs (faster; flops_cum stays 0)")
+    p.add_argument("--run-dir", help="output folder (default: runs/<model>-<time>); an existing one resumes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_model_overrides(items: list[str]) -> dict:
+    """``["d_model=128", "periodic=true"]`` → ``{"d_model": 128, "periodic": True}`` (YAML scalars)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-config expects KEY=VALUE, got {item!r}; e.g. --model-config d_model=128")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--model-config {item!r}: cannot parse the value ({exc}); quote it") from exc
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> TrialConfig:
+    """A validated TrialConfig: defaults, then ``--config``, then flags."""
+    base = load_trial_config(args.config) if args.config else TrialConfig()
+    values = base.to_dict()
+    top = {
+        "model": args.model,
+        "preset": args.preset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "max_atoms_per_batch": args.max_atoms_per_batch,
+        "amp": args.amp,
+        "seed": args.seed,
+        "device": args.device,
+        "threads": args.threads,
+        "max_flops": args.max_flops,
+    }
+    values.update({k: v for k, v in top.items() if v is not None})
+    if args.no_flops:
+        values["count_flops"] = False
+    data = {"path": args.data, "emt_size": args.emt_size, "train_size": args.train_size}
+    data["skip_bad_records"] = args.skip_bad_records
+    values["data"].update({k: v for k, v in data.items() if v is not None})
+    optim = {"lr": args.lr, "ema_decay": args.ema_decay}
+    values["optim"].update({k: v for k, v in optim.items() if v is not None})
+    if args.model_config:
+        values["model_config"] = {**values.get("model_config", {}), **parse_model_overrides(args.model_config)}
+    if args.model is not None and base.model != args.model and not args.model_config:
+        values["model_config"] = {}  # a config file's overrides belong to its own model family
+    config = trial_config_from_dict(values)
+    _check_ranges(config)
+    # unknown model, preset or model-config key → one clear line now, before any data is read
+    models.config_from_dict(config.model, config.model_config, preset=config.preset)
+    return config
+
+
+def _check_ranges(config: TrialConfig) -> None:
+    checks = [
+        (config.epochs >= 1, f"epochs must be ≥ 1, got {config.epochs}; fix --epochs"),
+        (config.batch_size >= 1, f"batch_size must be ≥ 1, got {config.batch_size}; fix --batch-size"),
+        (config.max_atoms_per_batch >= 1, "max_atoms_per_batch must be ≥ 1; fix --max-atoms-per-batch"),
+        (config.optim.lr > 0, f"lr must be > 0, got {config.optim.lr}; fix --lr"),
+        (config.data.train_size is None or config.data.train_size >= 0, "train_size must be ≥ 0; fix --train-size"),
+        (
+            config.optim.ema_decay is None or 0 < config.optim.ema_decay < 1,
+            f"ema_decay must be in (0, 1), got {config.optim.ema_decay}; fix --ema-decay",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    from engine.data.dataset import load_splits
+    from engine.loop.loop import run_trial
+    from engine.loop.reporters import ProgressReporter, metrics_table
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    splits = load_splits(config.data, progress=not args.no_progress)
+    skipped = f", skipped {len(splits.skipped)} bad record(s)" if splits.skipped else ""
+    print(f"data: {splits.source}: train {len(splits.train)}, val {len(splits.val)}{skipped}", flush=True)
+    for uid, reason in splits.skipped[:5]:
+        print(f"  skipped {uid}: {reason}")
+    reporter = ProgressReporter(config.epochs, bar=not args.no_progress)
+    final = run_trial(config, run_dir, reporter=reporter, splits=splits)
+    print(metrics_table(final))
+    print(f"run: {run_dir} (metrics.jsonl, config.json, checkpoint.pt); final {M.VAL_LOSS} {final[M.VAL_LOSS]:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,76 @@
+"""Sampling SO(3) features on an equiangular S² grid and projecting back (the "S² grid" of EquiformerV2).
+
+Grid: polar angles β_i = π(i + ½)/N_β (from the z axis), azimuths α_j = 2πj/N_α. Values on the grid
+use e3nn's "component" scaling (each degree has unit variance on the sphere when coefficients do):
+f(p) = Σ_lm c_lm Y_lm(p) / sqrt((2l+1)(lmax+1)). The projection back integrates against Y_lm with
+Fejér's first quadrature rule in cos β (exact for polynomials of degree < N_β; Fejér 1933) and the
+trapezoid rule in α, so for band-limited f the round trip is the identity.
+
+Pointwise functions on the grid (SiLU, the grid MLP) are equivariant only up to the grid's
+sampling error, which falls as the resolution grows (Liao et al. 2023, arXiv 2306.12059, §3.2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from models.equiformer_v2.so3 import CoefficientLayout, _ConstCache, spherical_harmonics
+
+
+def fejer_weights(n: int) -> np.ndarray:
+    """Fejér's first rule on the midpoints θ_k = π(k+½)/n: Σ_k w_k g(cos θ_k) ≈ ∫_0^π g(cos θ) sin θ dθ."""
+    theta = np.pi * (np.arange(n) + 0.5) / n
+    j = np.arange(1, n // 2 + 1)
+    s = (np.cos(2 * np.outer(theta, j)) / (4 * j**2 - 1)).sum(axis=1)
+    return (2.0 / n) * (1.0 - 2.0 * s)
+
+
+class SphereGrid:
+    """To-grid (N_β, N_α, R) and from-grid (N_β, N_α, R) matrices for the |m| ≤ mmax coefficients.
+
+    Degrees l > mmax are scaled by sqrt((2l+1)/(2·mmax+1)) in both directions, matching the
+    truncated edge-frame features of EquiformerV2.
+    """
+
+    def __init__(self, lmax: int, mmax: int, res_beta: int, res_alpha: int) -> None:
+        if res_beta < lmax + 1 or res_alpha < 2 * mmax + 1:
+            raise ValueError(f"grid {res_beta}×{res_alpha} too coarse for lmax={lmax}, mmax={mmax}")
+        self.lmax, self.mmax, self.res_beta, self.res_alpha = lmax, mmax, res_beta, res_alpha
+        layout = CoefficientLayout(lmax, mmax)
+        beta = math.pi * (torch.arange(res_beta, dtype=torch.float64, device="cpu") + 0.5) / res_beta
+        alpha = 2 * math.pi * torch.arange(res_alpha, dtype=torch.float64, device="cpu") / res_alpha
+        b, a = torch.meshgrid(beta, alpha, indexing="ij")
+        pts = torch.stack([b.sin() * a.cos(), b.sin() * a.sin(), b.cos()], dim=-1)
+        y = spherical_harmonics(lmax, pts).index_select(-1, layout.full_index)  # (Nβ, Nα, R)
+        deg = torch.tensor([lval for lval, _ in layout.reduced], dtype=torch.float64, device="cpu")
+        scale = torch.sqrt((2 * deg + 1) * (lmax + 1))
+        rescale = layout.rotate_inv_rescale
+        to_grid = y / scale * rescale
+        w = torch.from_numpy(fejer_weights(res_beta)).view(-1, 1, 1) * (2 * math.pi / res_alpha)
+        # c_lm = sqrt((2l+1)(lmax+1)) / (4π) ∫ f Y_lm dΩ (Y component-normalized, ∫ Y² dΩ = 4π)
+        from_grid = w * y * scale / (4 * math.pi) * rescale
+        self._const = _ConstCache(to_grid=to_grid, from_grid=from_grid)
+
+    def matrices(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self._const.get(like.dtype, like.device)
+        return c["to_grid"], c["from_grid"]
+
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, R, C) coefficients → (n, N_β, N_α, C) values."""
+        to_grid, _ = self.matrices(x)
+        return torch.einsum("bai,nic->nbac", to_grid, x)
+
+    def from_grid(self, g: torch.Tensor) -> torch.Tensor:
+        """(n, N_β, N_α, C) values → (n, R, C) coefficients."""
+        _, from_grid = self.matrices(g)
+        return torch.einsum("bai,nbac->nic", from_grid, g)
+
+
+def default_resolution(lmax: int, mmax: int) -> tuple[int, int]:
+    """Grid size when ``grid_resolution`` is None: the minimum for a round trip (as in EquiformerV2)."""
+    res_beta = 2 * (lmax + 1)
+    res_alpha = 2 * (mmax + 1) + 1 if lmax == mmax else 2 * mmax + 1
+    return res_beta, res_alpha

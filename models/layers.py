@@ -1,0 +1,72 @@
+"""Small blocks shared by the baseline families: radial bases, cutoffs, MLPs, scatter sums.
+
+Every function here is differentiable twice (conservative models take forces by autograd
+and train with ``create_graph=True``), so activations are smooth (SiLU, not ReLU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Behler's smooth cutoff f_c(r) = ½(cos(πr/r_c) + 1) for r < r_c, else 0 (Behler 2011, JCP 134, 074106, eq. 4).
+
+    Value and slope vanish at r_c, so energies built from it stay continuous as a neighbor leaves.
+    """
+    inside = dist < cutoff
+    return torch.where(inside, 0.5 * (torch.cos(dist * (math.pi / cutoff)) + 1.0), torch.zeros_like(dist))
+
+
+class GaussianBasis(nn.Module):
+    """Gaussians exp(−(r − μ_k)² / (2 w²)) with centers μ_k evenly spaced on [start, stop] Å.
+
+    ``width_factor`` sets w in units of the center spacing (1.0 is SchNet's choice, Schütt et al. 2017).
+    """
+
+    def __init__(self, start: float, stop: float, num: int, width_factor: float = 1.0) -> None:
+        super().__init__()
+        if num < 1:
+            raise ValueError(f"need at least one Gaussian, got num={num}")
+        centers = torch.linspace(start, stop, num)
+        spacing = (stop - start) / max(num - 1, 1)
+        self.register_buffer("centers", centers)
+        self.coeff = -0.5 / (width_factor * spacing) ** 2
+        self.num = num
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:
+        diff = dist.unsqueeze(-1) - self.centers.to(dist.dtype)
+        return torch.exp(self.coeff * diff * diff)
+
+
+class MLP(nn.Sequential):
+    """Linear → act → … → Linear with ``depth`` hidden layers of width ``hidden``."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, depth: int = 1, act: type[nn.Module] = nn.SiLU) -> None:
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), act()]
+            width = hidden
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+
+
+def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum rows of ``values`` into ``size`` bins given by ``index`` (keeps the dtype of ``values``)."""
+    out = torch.zeros((size, *values.shape[1:]), dtype=values.dtype, device=values.device)
+    return out.index_add_(0, index, values)
+
+
+def voigt_to_matrix(voigt: torch.Tensor) -> torch.Tensor:
+    """(…, 6) in ASE Voigt order (xx, yy, zz, yz, xz, xy) → symmetric (…, 3, 3)."""
+    xx, yy, zz, yz, xz, xy = voigt.unbind(-1)
+    rows = [
+        torch.stack([xx, xy, xz], dim=-1),
+        torch.stack([xy, yy, yz], dim=-1),
+        torch.stack([xz, yz, zz], dim=-1),
+    ]
+    return torch.stack(rows, dim=-2)

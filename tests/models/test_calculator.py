@@ -1,0 +1,216 @@
+"""The ASE calculator on really trained checkpoints: shapes, relaxation, NVE energy drift, safe loading.
+
+Two tiny models are trained briefly with the real loop (``run_trial``) on the embedded EMT
+data: ``fcn`` (conservative: F = −∂E/∂x) and ``transformer`` (direct force head). Each relaxes
+a strained Cu cell and runs 200 steps of velocity-Verlet NVE at 1 fs; the drift of the total
+energy (eV/atom) is written to ``<tmp>/energy_drift.json`` and printed (``pytest -s`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import DataConfig, OptimConfig, TrialConfig
+from engine.errors import CheckpointError
+from models.calculator import EngineCalculator, load_potential, read_checkpoint
+
+MD_STEPS = 200
+MD_DT_FS = 1.0
+MD_TEMPERATURE_K = 300.0
+# A model with forces = −∇E conserves E_kin + E_pot up to the integrator's O(dt²) error; for
+# 32 Cu atoms at 300 K and 1 fs that is ~1e-5 eV/atom. Direct heads have no such guarantee.
+CONSERVATIVE_DRIFT_MAX_EV_PER_ATOM = 2e-3
+
+# Tiny, quick trials: no neighbor cap (a cap makes the energy jump when neighbors swap rank,
+# which would break energy conservation for any model), cutoff 4 Å.
+TRIALS = {
+    "fcn": {"preset": "f0", "model_config": {"cutoff": 4.0, "max_neighbors": 0}},
+    "transformer": {"preset": "p0", "model_config": {"cutoff": 4.0, "max_neighbors": 0}},
+}
+
+
+class _Custom:
+    """A class that only full unpickling can rebuild (what weights_only=True refuses)."""
+
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
+
+
+def _train(name: str, root: Path) -> Path:
+    from engine.loop.loop import run_trial
+
+    spec = TRIALS[name]
+    cfg = TrialConfig(
+        model=name,
+        preset=spec["preset"],
+        model_config=dict(spec["model_config"]),
+        data=DataConfig(emt_size=120, emt_seed=0, train_size=96, max_val=16, cache_dir=str(root / "cache")),
+        optim=OptimConfig(lr=3e-3, ema_decay=0.9),
+        epochs=3,
+        batch_size=8,
+        max_atoms_per_batch=256,
+        seed=0,
+        device="cpu",
+        count_flops=False,
+        threads=1,
+    )
+    run_dir = root / f"run-{name}"
+    run_trial(cfg, run_dir)
+    ckpt = run_dir / "checkpoint.pt"
+    assert ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("calc")
+    return {name: _train(name, root) for name in TRIALS}
+
+
+def _strained_cu(strain: float = 0.03, seed: int = 0):  # noqa: ANN202 - ase.Atoms
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))  # 32 atoms
+    cell = np.asarray(atoms.get_cell()) @ (np.eye(3) + np.diag([strain, -strain / 2, strain / 3]))
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.rattle(0.03, seed=seed)
+    return atoms
+
+
+def _relax(atoms, steps: int = 15) -> tuple[float, float]:  # noqa: ANN001
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    e0 = atoms.get_potential_energy()
+    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.02, steps=steps)
+    return e0, atoms.get_potential_energy()
+
+
+def _nve_drift(atoms) -> dict[str, float]:  # noqa: ANN001
+    """Total-energy drift of 200 velocity-Verlet steps (1 fs) from 300 K, eV/atom."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    MaxwellBoltzmannDistribution(atoms, temperature_K=MD_TEMPERATURE_K, rng=np.random.default_rng(0))
+    Stationary(atoms)
+    n = len(atoms)
+    totals = [atoms.get_potential_energy() + atoms.get_kinetic_energy()]
+    dyn = VelocityVerlet(atoms, timestep=MD_DT_FS * units.fs, logfile=None)
+    dyn.attach(lambda: totals.append(atoms.get_potential_energy() + atoms.get_kinetic_energy()), interval=1)
+    dyn.run(MD_STEPS)
+    totals_arr = np.asarray(totals)
+    return {
+        "drift_ev_per_atom": float(abs(totals_arr[-1] - totals_arr[0]) / n),
+        "max_deviation_ev_per_atom": float(np.max(np.abs(totals_arr - totals_arr[0])) / n),
+        "temperature_end_k": float(atoms.get_temperature()),
+    }
+
+
+def test_calculator_shapes_units_and_checkpoint_metadata(trained: dict[str, Path]) -> None:
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    for name, path in trained.items():
+        ckpt = read_checkpoint(path)
+        assert ckpt["model"] == name
+        model = load_potential(path)
+        assert model.name == name and not model.training
+        assert all(p.dtype == torch.float64 for p in model.parameters())
+        atoms = _strained_cu()
+        atoms.calc = EngineCalculator(path)
+        energy = atoms.get_potential_energy()
+        forces = atoms.get_forces()
+        stress = atoms.get_stress()
+        assert isinstance(energy, float) and np.isfinite(energy)
+        assert atoms.get_potential_energy() == atoms.calc.results["free_energy"]
+        assert forces.shape == (32, 3) and np.all(np.isfinite(forces))
+        assert stress.shape == (6,) and np.all(np.isfinite(stress))
+        # same numbers as the model itself: Voigt order (xx, yy, zz, yz, xz, xy) of the 3×3 output
+        assert np.allclose(full_3x3_to_voigt_6_stress(atoms.get_stress(voigt=False)), stress)
+        # per-atom energy of a trained model sits near EMT's scale (|E| of a few eV/atom at most), not at zero
+        assert abs(energy) / len(atoms) < 20.0
+
+
+def test_conservative_stress_is_the_strain_derivative(trained: dict[str, Path]) -> None:
+    """σ_xx = (1/V) ∂E/∂ε_xx by central differences (ASE sign), for the conservative fcn model."""
+    atoms = _strained_cu()
+    atoms.calc = EngineCalculator(trained["fcn"])
+    sigma = atoms.get_stress(voigt=False)
+    h = 1e-5
+    energies = []
+    for sign in (1, -1):
+        a = atoms.copy()
+        a.calc = atoms.calc
+        deform = np.eye(3)
+        deform[0, 0] += sign * h
+        a.set_cell(np.asarray(atoms.get_cell()) @ deform, scale_atoms=True)
+        energies.append(a.get_potential_energy())
+    numeric = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume()
+    assert numeric == pytest.approx(sigma[0, 0], rel=1e-4, abs=1e-8)
+
+
+def test_relax_and_nve_energy_drift(trained: dict[str, Path], tmp_path: Path) -> None:
+    results = {}
+    for name, path in trained.items():
+        model = load_potential(path)
+        atoms = _strained_cu()
+        atoms.calc = EngineCalculator(model)
+        e0, e1 = _relax(atoms)
+        assert e1 <= e0 + 1e-9, f"{name}: relaxation raised the model's energy ({e0} → {e1} eV)"
+        results[name] = {
+            "force_mode": model.force_mode,
+            "n_params": model.num_parameters(),
+            "relax_energy_drop_ev": e0 - e1,
+            **_nve_drift(atoms),
+        }
+    out = tmp_path / "energy_drift.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nNVE energy drift ({MD_STEPS} steps × {MD_DT_FS} fs, 32 Cu atoms, {MD_TEMPERATURE_K:.0f} K) → {out}")
+    print(json.dumps(results, indent=2))
+    fcn = results["fcn"]["drift_ev_per_atom"]
+    assert np.isfinite(fcn) and fcn < CONSERVATIVE_DRIFT_MAX_EV_PER_ATOM
+    assert np.isfinite(results["transformer"]["max_deviation_ev_per_atom"])
+
+
+def test_refuses_pickled_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "engine-checkpoint/1", "model": "fcn", "model_state": {}, "extra": _Custom()}, path)
+    # the file really needs full unpickling: plain torch.load (weights_only=False) rebuilds the object
+    assert isinstance(torch.load(path, weights_only=False)["extra"], _Custom)
+    with pytest.raises(CheckpointError, match=r"not a trained engine checkpoint.*refusing to unpickle arbitrary"):
+        load_potential(path)
+    plain = tmp_path / "plain.pt"
+    with plain.open("wb") as fh:
+        pickle.dump({"a": 1}, fh)
+    with pytest.raises(CheckpointError, match="not a trained engine checkpoint"):
+        load_potential(plain)
+
+
+def test_refuses_files_that_are_not_engine_checkpoints(tmp_path: Path) -> None:
+    other = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    with pytest.raises(CheckpointError, match=r"missing key\(s\) format, model, model_config"):
+        load_potential(other)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_potential(tmp_path / "nope.pt")
+
+
+def test_checkpoint_from_another_model_names_both(trained: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = torch.load(trained["fcn"], weights_only=True)
+    ckpt["model"] = "schnet"
+    ckpt["model_config"] = {"cutoff": 4.0, "max_neighbors": 0}
+    swapped = tmp_path / "checkpoint.pt"
+    torch.save(ckpt, swapped)
+    with pytest.raises(CheckpointError, match=r"weights in .* do not fit model 'schnet' with config .*another model"):
+        load_potential(swapped)
+    ckpt["model"] = "no_such_model"
+    torch.save(ckpt, swapped)
+    with pytest.raises(CheckpointError, match=r"names model 'no_such_model'.*choose one of"):
+        load_potential(tmp_path)  # a trial folder works too
