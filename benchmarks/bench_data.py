@@ -1,15 +1,21 @@
-"""Data-path benchmarks: EMT generation, .aselmdb reading, neighbor lists + collation, graph cache.
+"""Data-path benchmarks: EMT generation, .aselmdb I/O, neighbor lists + collation, graph cache.
 
 Run: ``.venv/bin/python benchmarks/bench_data.py`` (single process, one torch thread).
 ``run()`` returns rows {name, value, unit, notes} for the BENCHMARKS.md runner.
+
+Rates are structures per CPU-second of this process ("per core"): on a shared machine the
+wall-clock rate depends on the neighbours' load, so it is given in the notes with the load average.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.data.emt import generate_records, read_emt_cache
@@ -18,95 +24,78 @@ from engine.data.store import cached_graph_dataset, write_aselmdb
 
 N_GENERATE = 300  # structures labelled for the generation rate
 GRAPH_SPECS = (GraphSpec(cutoff=5.0, max_neighbors=32), GraphSpec(cutoff=6.0, max_neighbors=20))
+UNIT = "structures/core-s"
 
 
-def _rate(n: int, seconds: float) -> float:
-    return n / max(seconds, 1e-12)
+def _timed(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """(result, wall seconds, CPU seconds of this process)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def _row(name: str, n: int, wall: float, cpu: float, notes: str) -> dict:
+    load = os.getloadavg()[0]
+    return {
+        "name": name,
+        "value": n / max(cpu, 1e-9),
+        "unit": UNIT,
+        "notes": f"{notes}; wall {n / max(wall, 1e-9):.0f}/s at load {load:.1f}",
+    }
 
 
 def run(n_generate: int = N_GENERATE) -> list[dict]:
     """Measure the data path on ``n_generate`` fresh EMT structures (seed 12345) in a temp folder."""
     torch.set_num_threads(1)
     rows: list[dict] = []
-    t0 = time.perf_counter()
-    records = generate_records(seed=12345, size=n_generate, progress=False)
-    gen_s = time.perf_counter() - t0
-    mean_atoms = sum(r.n_atoms for r in records) / len(records)
+    records, wall, cpu = _timed(lambda: generate_records(seed=12345, size=n_generate, progress=False))
+    mean_atoms = float(np.mean([r.n_atoms for r in records]))
     rows.append(
-        {
-            "name": "emt_generation",
-            "value": _rate(len(records), gen_s),
-            "unit": "structures/s",
-            "notes": f"EMT labels (E, F, stress) + filters, 1 core, {len(records)} structures, "
-            f"mean {mean_atoms:.1f} atoms",
-        }
+        _row("emt_generation", len(records), wall, cpu, f"EMT E/F/stress + filters, mean {mean_atoms:.1f} atoms")
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.aselmdb"
-        t0 = time.perf_counter()
-        write_aselmdb(records, path)
-        rows.append(
-            {
-                "name": "aselmdb_write",
-                "value": _rate(len(records), time.perf_counter() - t0),
-                "unit": "structures/s",
-                "notes": "one LMDB transaction, atomic rename",
-            }
-        )
-        t0 = time.perf_counter()
-        back = read_emt_cache(path, 12345, len(records))
-        rows.append(
-            {
-                "name": "aselmdb_read",
-                "value": _rate(len(back), time.perf_counter() - t0),
-                "unit": "structures/s",
-                "notes": "rows → Record (energy, forces, stress)",
-            }
-        )
+        _, wall, cpu = _timed(lambda: write_aselmdb(records, path))
+        rows.append(_row("aselmdb_write", len(records), wall, cpu, "one LMDB transaction, atomic rename"))
+        back, wall, cpu = _timed(lambda: read_emt_cache(path, 12345, len(records)))
+        rows.append(_row("aselmdb_read", len(back), wall, cpu, "rows → Record (energy, forces, stress)"))
+        sizes = np.array([r.n_atoms for r in records])
         for spec in GRAPH_SPECS:
             tag = f"{spec.cutoff:g}A_{spec.max_neighbors}nb"
-            t0 = time.perf_counter()
-            graphs = [neighbor_graph(r, spec) for r in records]
-            nl_s = time.perf_counter() - t0
-            batches = pack_batches(torch.tensor([r.n_atoms for r in records]).numpy(), 16, 1024)
-            t0 = time.perf_counter()
-            for idx in batches:
-                collate([records[k] for k in idx], [graphs[k] for k in idx])
-            col_s = time.perf_counter() - t0
-            mean_edges = sum(g.num_edges for g in graphs) / len(graphs)
+            graphs, nl_wall, nl_cpu = _timed(lambda spec=spec: [neighbor_graph(r, spec) for r in records])
+            batches = pack_batches(sizes, 16, 1024)
+            _, col_wall, col_cpu = _timed(
+                lambda graphs=graphs, batches=batches: [
+                    collate([records[k] for k in b], [graphs[k] for k in b]) for b in batches
+                ]
+            )
+            mean_edges = np.mean([g.num_edges for g in graphs])
             rows.append(
-                {
-                    "name": f"neighbor_list_{tag}",
-                    "value": _rate(len(records), nl_s),
-                    "unit": "structures/s",
-                    "notes": f"vesin + per-receiver cap, mean {mean_edges:.0f} edges/structure",
-                }
+                _row(
+                    f"neighbor_list_{tag}", len(records), nl_wall, nl_cpu, f"vesin + cap, {mean_edges:.0f} edges/struct"
+                )
             )
             rows.append(
-                {
-                    "name": f"neighbor_list_collate_{tag}",
-                    "value": _rate(len(records), nl_s + col_s),
-                    "unit": "structures/s",
-                    "notes": f"neighbor list + collate into batches of ≤16 structures/≤1024 atoms "
-                    f"(collate alone {_rate(len(records), col_s):.0f}/s)",
-                }
+                _row(
+                    f"neighbor_list_collate_{tag}",
+                    len(records),
+                    nl_wall + col_wall,
+                    nl_cpu + col_cpu,
+                    f"+ collate into ≤16 structures/≤1024 atoms (collate alone {len(records) / col_cpu:.0f}/core-s)",
+                )
             )
         spec = GRAPH_SPECS[0]
         cache = Path(tmp) / "graphs"
-        cached_graph_dataset(records, spec, cache)  # builds and saves
-        t0 = time.perf_counter()
-        cached_graph_dataset(records, spec, cache)
+        _, wall, cpu = _timed(lambda: cached_graph_dataset(records, spec, cache))
+        rows.append(_row("graph_cache_miss_5A_32nb", len(records), wall, cpu, "neighbor lists + npz write"))
+        _, wall, cpu = _timed(lambda: cached_graph_dataset(records, spec, cache))
+        size_kb = sum(f.stat().st_size for f in cache.iterdir()) / 1024 / len(records)
         rows.append(
-            {
-                "name": "graph_cache_load_5A_32nb",
-                "value": _rate(len(records), time.perf_counter() - t0),
-                "unit": "structures/s",
-                "notes": "npz neighbor-list cache hit (fingerprint + load) instead of recomputing",
-            }
+            _row("graph_cache_hit_5A_32nb", len(records), wall, cpu, f"fingerprint + npz load, {size_kb:.1f} kB/struct")
         )
     return rows
 
 
 if __name__ == "__main__":
     for row in run():
-        print(f"{row['name']:<34} {row['value']:>12.1f} {row['unit']:<14} {row['notes']}")
+        print(f"{row['name']:<30} {row['value']:>10.0f} {row['unit']:<18} {row['notes']}")

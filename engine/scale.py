@@ -27,7 +27,7 @@ from engine.errors import ConfigError
 AXES = ("params", "data", "compute")
 
 
-def _csv(kind: type):  # noqa: ANN202 - argparse type
+def _csv(kind: type):
     def parse(text: str) -> list:
         try:
             return [kind(x) for x in text.split(",") if x.strip()]
@@ -51,13 +51,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="DDP workers per trial (>1 runs Ray Train)")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0 = CPU)")
     parser.add_argument("--address", help="Ray cluster address ('auto' joins the running cluster); default: local Ray")
-    parser.add_argument("--name", help="sweep name (folder sweeps/<name>/ and MLflow experiment); default <axis>-<model>")
+    parser.add_argument(
+        "--name", help="sweep name (folder sweeps/<name>/ and MLflow experiment); default <axis>-<model>"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--no-report", action="store_true", help="skip the report stage at the end")
 
 
-def build_space(args: argparse.Namespace, axis: str | None):  # noqa: ANN201 - SearchSpace
+def build_space(args: argparse.Namespace, axis: str | None):
     """The search space the arguments describe (file, then command-line overrides)."""
     import dataclasses
 
@@ -87,7 +89,9 @@ def build_space(args: argparse.Namespace, axis: str | None):  # noqa: ANN201 - S
         res = dataclasses.replace(
             space.resources,
             workers=args.workers if args.workers is not None else space.resources.workers,
-            gpus_per_worker=args.gpus_per_worker if args.gpus_per_worker is not None else space.resources.gpus_per_worker,
+            gpus_per_worker=(
+                args.gpus_per_worker if args.gpus_per_worker is not None else space.resources.gpus_per_worker
+            ),
         )
         if res.workers < 1 or res.gpus_per_worker < 0:
             raise ConfigError("--workers must be ≥ 1 and --gpus-per-worker ≥ 0")
@@ -123,7 +127,7 @@ def best_hyperparameters(sweep: str, tracking_uri: str | None = None) -> dict:
     )
 
 
-def print_summary(result, space_axis: str) -> None:  # noqa: ANN001 - SweepResult
+def print_summary(result, space_axis: str) -> None:
     """Where things are, and (compute axis) the fraction of the full grid's FLOPs used."""
     c = {s: sum(1 for t in result.trials.values() if t["status"] == s) for s in ("completed", "stopped", "failed")}
     print(
@@ -166,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         if space.axis == "hpo":
             raise ConfigError(f"{space.source} is an hpo space; run it with python -m engine.tune")
     name = args.name or f"{space.axis}-{space.model}"
+    from engine.sweep.tracking import check_reachable
+
+    check_reachable(args.tracking_uri or paths.default_tracking_uri())  # fail before the sweep folder is written
     options = SweepOptions(name=name, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri)
     result = run_sweep(space, options, space_text=text)
     if not args.no_report and not result.interrupted:

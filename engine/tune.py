@@ -25,7 +25,7 @@ from engine.cli import run_cli
 from engine.errors import ConfigError
 
 
-def make_tuner_factory(space: Any, seed: int = 0):  # noqa: ANN201 - callable
+def make_tuner_factory(space: Any, seed: int = 0):
     """A ``tuner_factory`` for :func:`engine.sweep.runner.run_sweep`: Optuna + ASHA over ``space.search``."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch

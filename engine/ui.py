@@ -5,7 +5,7 @@ Usage::
     python -m engine.ui [--port 5000] [--host 127.0.0.1] [--tracking-uri URI]
 
 The server binds 127.0.0.1 by default, reads ``$MLFLOW_TRACKING_URI`` or ``./mlflow.db``
-(:func:`engine.paths.default_tracking_uri`) and serves artifacts from ``./mlartifacts``.
+(:func:`engine.paths.default_tracking_uri`) and serves artifacts from ``mlartifacts`` beside it.
 ``mlflow server`` starts helper processes that can outlive it (DESIGN.md, Ray note 10), so it
 runs with job execution disabled and one worker in its own process group, and the whole group
 is ended on stop, Ctrl-C or SIGTERM.
@@ -67,6 +67,13 @@ def _backend_uri(tracking_uri: str) -> str:
     if "://" not in tracking_uri:  # a plain folder: MLflow's file store
         return Path(tracking_uri).resolve().as_uri()
     return tracking_uri
+
+
+def _artifact_root_for(backend: str) -> Path:
+    """``mlartifacts`` beside a SQLite store (where the sweep puts artifacts), else ./mlartifacts."""
+    if backend.startswith("sqlite:///"):
+        return Path(backend.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+    return default_artifact_root()
 
 
 @dataclass
@@ -157,7 +164,8 @@ def start_ui(
 ) -> UIHandle:
     """Start ``mlflow server`` in its own process group and wait until ``/health`` answers.
 
-    ``port=0`` picks a free port. Artifacts default to :func:`engine.paths.default_artifact_root`.
+    ``port=0`` picks a free port. Artifacts default to ``mlartifacts`` beside a SQLite store
+    (``./mlartifacts`` for the default ``./mlflow.db``, :func:`engine.paths.default_artifact_root`).
     The server's output goes to ``<log_dir>/mlflow-ui.log`` (default: the artifact folder).
     Returns a :class:`UIHandle`; call ``.stop()`` (or use it as a context manager) to end it.
     """
@@ -169,7 +177,7 @@ def start_ui(
         raise ConfigError(f"port {port} is out of range; pass --port between 1 and 65535")
     if _port_in_use(host, port):
         raise ConfigError(f"port {port} on {host} is already in use; pass another --port (e.g. --port {port + 1})")
-    artifacts = Path(artifact_root) if artifact_root is not None else default_artifact_root()
+    artifacts = Path(artifact_root) if artifact_root is not None else _artifact_root_for(backend)
     artifacts.mkdir(parents=True, exist_ok=True)
     log_folder = Path(log_dir) if log_dir is not None else artifacts
     log_folder.mkdir(parents=True, exist_ok=True)

@@ -122,17 +122,19 @@ class Potential(nn.Module):
         conservative = self.force_mode == "conservative"
         positions, cell = batch.positions, batch.cell
         strain = None
-        if conservative:
-            positions = positions.detach().requires_grad_(True)
-            strain = torch.zeros(batch.num_graphs, 3, 3, dtype=positions.dtype, device=positions.device)
-            strain.requires_grad_(True)
-            sym = 0.5 * (strain + strain.transpose(1, 2))
-            deform = torch.eye(3, dtype=positions.dtype, device=positions.device) + sym
-            positions = torch.bmm(positions.unsqueeze(1), deform[batch.batch]).squeeze(1)
-            cell = torch.bmm(cell, deform)
-        geometry = edge_geometry(batch, positions=positions, cell=cell)
+        # geometry keeps the input precision under autocast (bf16 edge vectors would be off by ~0.05 Å)
+        with torch.autocast(positions.device.type, enabled=False):
+            if conservative:
+                positions = positions.detach().requires_grad_(True)
+                strain = torch.zeros(batch.num_graphs, 3, 3, dtype=positions.dtype, device=positions.device)
+                strain.requires_grad_(True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                deform = torch.eye(3, dtype=positions.dtype, device=positions.device) + sym
+                positions = torch.bmm(positions.unsqueeze(1), deform[batch.batch]).squeeze(1)
+                cell = torch.bmm(cell, deform)
+            geometry = edge_geometry(batch, positions=positions, cell=cell)
         raw = self.predict(batch, geometry)
-        dtype = raw.energy.dtype
+        dtype = torch.promote_types(raw.energy.dtype, batch.positions.dtype)  # total energies never in bf16/fp16
         ref = self.energy_ref.to(dtype)[batch.numbers]
         ref_sum = torch.zeros(batch.num_graphs, dtype=dtype, device=ref.device).index_add_(0, batch.batch, ref)
         energy = raw.energy * self.energy_scale.to(dtype) + ref_sum

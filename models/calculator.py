@@ -24,10 +24,10 @@ import models
 from engine.data.graph import GraphSpec, collate, neighbor_graph
 from engine.data.records import Record, tensor_to_voigt
 from engine.errors import CheckpointError, ConfigError, DataError
+from engine.loop.checkpoint import FILENAME, FORMAT
 from models.base import Normalization, Potential
 
-CHECKPOINT_FORMAT = "engine-checkpoint/1"
-# the keys every engine checkpoint holds (the full list is in DESIGN.md / the loop's checkpoint.py)
+# what rebuilding the model needs (the loop's checkpoint.py lists the full format)
 REQUIRED_KEYS = ("format", "model", "model_config", "normalization", "model_state")
 
 
@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path) -> dict:
     """
     p = Path(path)
     if p.is_dir():
-        p = p / "checkpoint.pt"
+        p = p / FILENAME
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} not found; pass the checkpoint.pt of a finished trial")
     try:
@@ -58,8 +58,8 @@ def read_checkpoint(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise _not_engine(p, f"missing key(s) {', '.join(missing)}")
-    if ckpt["format"] != CHECKPOINT_FORMAT:
-        raise _not_engine(p, f"format {ckpt['format']!r}, expected {CHECKPOINT_FORMAT!r}")
+    if ckpt["format"] != FORMAT:
+        raise _not_engine(p, f"format {ckpt['format']!r}, expected {FORMAT!r}")
     return ckpt
 
 

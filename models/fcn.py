@@ -37,11 +37,13 @@ class FCNConfig(ModelConfig):
     neighbor_norm: float = 16.0  # descriptor divided by this (a typical neighbor count) to keep inputs O(1)
 
     def __post_init__(self) -> None:
-        for key in ("species_channels", "num_rbf", "hidden", "depth"):
+        for key in ("species_channels", "hidden", "depth"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be ≥ 1, got {getattr(self, key)}")
         if self.neighbor_norm <= 0:
             raise ValueError(f"neighbor_norm must be > 0, got {self.neighbor_norm}")
+        if self.num_rbf < 2:
+            raise ValueError(f"num_rbf must be ≥ 2, got {self.num_rbf}")
         if self.cutoff <= 0:
             raise ValueError(f"cutoff must be > 0 Å, got {self.cutoff}")
 

@@ -29,16 +29,16 @@ class GaussianBasis(nn.Module):
 
     def __init__(self, start: float, stop: float, num: int, width_factor: float = 1.0) -> None:
         super().__init__()
-        if num < 1:
-            raise ValueError(f"need at least one Gaussian, got num={num}")
-        centers = torch.linspace(start, stop, num)
-        spacing = (stop - start) / max(num - 1, 1)
-        self.register_buffer("centers", centers)
+        if num < 2:
+            raise ValueError(f"need at least two Gaussians, got num={num}")
+        self.start, self.stop, self.num = float(start), float(stop), int(num)
+        spacing = (self.stop - self.start) / (self.num - 1)
         self.coeff = -0.5 / (width_factor * spacing) ** 2
-        self.num = num
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        diff = dist.unsqueeze(-1) - self.centers.to(dist.dtype)
+        # centers built in the input's dtype (not a float32 buffer), so float64 checks are exact
+        centers = torch.linspace(self.start, self.stop, self.num, dtype=dist.dtype, device=dist.device)
+        diff = dist.unsqueeze(-1) - centers
         return torch.exp(self.coeff * diff * diff)
 
 

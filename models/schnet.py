@@ -3,7 +3,8 @@
 Element embedding → ``num_interactions`` residual interaction blocks (continuous-filter
 convolutions whose filters are an MLP of Gaussian-expanded distances times a cosine
 cutoff) → atom-wise MLP with shifted softplus → energy summed over atoms. The blocks are
-torch_geometric's (``InteractionBlock``, ``GaussianSmearing``, ``ShiftedSoftplus``), fed
+torch_geometric's (``InteractionBlock``, ``ShiftedSoftplus``; the Gaussian expansion is
+``models.layers.GaussianBasis``, PyG's formula with float64-exact centers), fed
 with OUR periodic edges: ``batch.edge_index`` (source j → target i, PyG's default flow)
 and ``geometry.dist`` (minimum-image lengths, differentiable in positions and strain).
 PyG's own ``radius_graph`` is not used (it needs pyg-lib). Forces are −∂E/∂x and stress
@@ -15,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
-from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock, ShiftedSoftplus
+from torch_geometric.nn.models.schnet import InteractionBlock, ShiftedSoftplus
 
 from engine.data.graph import Batch, EdgeGeometry
 from models import register
 from models.base import MAX_Z, ModelConfig, Potential, RawOutput
-from models.layers import scatter_sum
+from models.layers import GaussianBasis, scatter_sum
 
 
 @dataclass
@@ -62,7 +63,8 @@ class SchNet(Potential):
         super().__init__(config)
         c = config
         self.embedding = nn.Embedding(MAX_Z, c.hidden_channels)
-        self.distance_expansion = GaussianSmearing(0.0, c.cutoff, c.num_gaussians)
+        # PyG's GaussianSmearing formula (width = spacing), with centers in the input's dtype: exact in float64
+        self.distance_expansion = GaussianBasis(0.0, c.cutoff, c.num_gaussians)
         self.interactions = nn.ModuleList(
             InteractionBlock(c.hidden_channels, c.num_gaussians, c.num_filters, c.cutoff)
             for _ in range(c.num_interactions)

@@ -53,7 +53,7 @@ class TransformerConfig(ModelConfig):
     pair_hidden: int = 0  # width of the pair MLP; 0 = d_model
 
     def __post_init__(self) -> None:
-        for key in ("d_model", "depth", "heads", "ff_mult", "num_rbf"):
+        for key in ("d_model", "depth", "heads", "ff_mult"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be ≥ 1, got {getattr(self, key)}")
         if self.d_model % self.heads:
@@ -62,6 +62,8 @@ class TransformerConfig(ModelConfig):
             raise ValueError(f"pair_hidden must be ≥ 0 (0 = d_model), got {self.pair_hidden}")
         if not (self.xyz_input or self.periodic):
             raise ValueError("with xyz_input=False and periodic=False the model sees no geometry; enable one")
+        if self.num_rbf < 2:
+            raise ValueError(f"num_rbf must be ≥ 2, got {self.num_rbf}")
         if self.cutoff <= 0:
             raise ValueError(f"cutoff must be > 0 Å, got {self.cutoff}")
 
@@ -75,7 +77,10 @@ class _Layout:
         self.length = int(n_atoms.max()) if n_atoms.numel() else 0
         offsets = torch.cumsum(n_atoms, 0) - n_atoms
         self.graph = batch.batch
-        self.local = torch.arange(batch.num_atoms, device=n_atoms.device) - offsets[batch.batch]
+        # slot of each atom within its structure; a stable sort keeps this right even if atoms are not contiguous
+        order = torch.argsort(batch.batch, stable=True)
+        self.local = torch.empty_like(batch.batch)
+        self.local[order] = torch.arange(batch.num_atoms, device=n_atoms.device) - offsets[batch.batch[order]]
         slots = torch.arange(self.length, device=n_atoms.device)
         self.key_mask = slots.unsqueeze(0) < n_atoms.unsqueeze(1)  # (B, L) True for real atoms
 
@@ -203,16 +208,19 @@ class Transformer(Potential):
         return RawOutput(energy=energy, forces=forces, stress=stress)
 
 
-def forward_flops(config: TransformerConfig, n_atoms: Sequence[int], n_edges: int = 0) -> int:
+def forward_flops(config: TransformerConfig, n_atoms: Sequence[int], n_edges: int) -> int:
     """Matmul FLOPs of one forward pass (2·m·n·k per product, as ``torch.utils.flop_counter`` counts).
 
     ``n_atoms``: atoms of each structure in the batch (attention runs on the padded (B, L) grid);
-    ``n_edges``: graph edges (used only when ``periodic``). Backward costs twice this.
+    ``n_edges``: graph edges (the base class's edge vectors, and the periodic bias and pair head).
+    Activations, softmax and norms are not matmuls and count 0, as in the flop counter.
     """
     c = config
     d, f = c.d_model, c.ff_mult * c.d_model
     N, B, L = sum(n_atoms), len(n_atoms), max(n_atoms)
-    flops = 2 * N * (d + 3) * d if c.xyz_input else 0
+    flops = 2 * n_edges * 3 * 3  # edge_geometry: shift (1×3) · cell (3×3) per edge
+    flops += 2 * N * (d + 3) * d if c.xyz_input else 0
+    # per layer: qkv, QKᵀ and AV on the padded grid, output projection, two feed-forward matmuls
     per_layer = 2 * N * d * 3 * d + 2 * (2 * B * L * L * d) + 2 * N * d * d + 2 * (2 * N * d * f)
     flops += c.depth * per_layer
     if c.periodic:

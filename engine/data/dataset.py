@@ -45,7 +45,7 @@ def load_records(cfg: DataConfig, progress: bool = True) -> tuple[list[Record], 
 
         folder = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()
         records = load_emt_dataset(cfg.emt_size, cfg.emt_seed, folder, progress=progress)
-        source = str(cache_file(folder, cfg.emt_seed, cfg.emt_size))
+        source = f"EMT dataset {cache_file(folder, cfg.emt_seed, cfg.emt_size)}"
     else:
         from engine.data.readers import read_records
 

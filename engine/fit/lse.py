@@ -29,6 +29,7 @@ from engine.fit.huber import HUBER_DELTA, huber, huber_grad
 EXPONENT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 LOG_COEF_GRID = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
 LOG_FLOOR_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)
+STALL_WINDOW = 25  # iterations between value-convergence checks in batched_lbfgs
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ def batched_lbfgs(
     maxiter: int = 500,
     memory: int = 10,
     ftol: float = 1e-10,
-    gtol: float = 1e-9,
+    gtol: float = 1e-4,
+    ftol_window: float = 1e-8,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """L-BFGS (Nocedal & Wright 2006, Alg. 7.4/7.5) on many independent problems in one numpy pass.
 
@@ -183,6 +185,8 @@ def batched_lbfgs(
         return lx, ly, w
 
     f, g = batch_objective_and_grad(law, x, *data(slice(None)))
+    # gradient tolerance relative to the largest gradient one point can give, δ per point
+    gabs = gtol * HUBER_DELTA * logy.shape[-1]
     s_hist = np.zeros((memory, S, P))
     y_hist = np.zeros((memory, S, P))
     rho = np.zeros((memory, S))
@@ -190,7 +194,15 @@ def batched_lbfgs(
     head = np.zeros(S, dtype=int)
     active = np.ones(S, dtype=bool)
     converged = np.zeros(S, dtype=bool)
-    for _it in range(maxiter):
+    f_window = f.copy()
+    for it in range(maxiter):
+        if it and it % STALL_WINDOW == 0:
+            # value convergence over a window: problems drifting along a flat valley (E → 0, a
+            # coefficient → ∞) improve by less than ftol_window·|f| and would run to maxiter
+            stalled = active & (f_window - f <= ftol_window * np.maximum(np.abs(f), 1e-12))
+            active[stalled] = False
+            converged[stalled] = True
+            f_window = f.copy()
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
@@ -247,7 +259,7 @@ def batched_lbfgs(
         # problems whose line search failed are done: converged if their gradient is already tiny
         stuck = idx[pending]
         active[stuck] = False
-        converged[stuck] = np.max(np.abs(g[stuck]), axis=1) < 1e-4 * max(1.0, logy.shape[-1]) if stuck.size else False
+        converged[stuck] = np.max(np.abs(g[stuck]), axis=1) < 100 * gabs if stuck.size else False
         m = idx[moved]
         sv = x_new[moved] - x[m]
         yv = g_new[moved] - g[m]
@@ -261,7 +273,7 @@ def batched_lbfgs(
         rho[head[mk], mk] = 1.0 / sy[keep]
         head[mk] = (head[mk] + 1) % memory
         n_hist[mk] = np.minimum(n_hist[mk] + 1, memory)
-        done = (df <= ftol * np.maximum(np.abs(f[m]), 1e-12)) | (np.max(np.abs(g[m]), axis=1) < gtol)
+        done = (df <= ftol * np.maximum(np.abs(f[m]), 1e-12)) | (np.max(np.abs(g[m]), axis=1) < gabs)
         active[m[done]] = False
         converged[m[done]] = True
     return x, f, g, converged
@@ -277,7 +289,7 @@ class MultiStartResult:
     n_starts: int  # starts refined with L-BFGS
     n_grid: int  # starts in the grid (before pruning)
     n_converged: int
-    n_at_optimum: int  # refined starts ending within 1e-6·(1+|f*|) of the best objective
+    n_at_optimum: int  # refined starts ending within 1e-4·|f*| of the best objective
     top_thetas: np.ndarray  # best few distinct converged optima, (m, P): warm starts for refits
 
 
@@ -338,7 +350,7 @@ def fit_multistart(
     polished = [polish(law, c, logx, logy, weights) for c in candidates]
     pool = [p for p in polished if p[2]] or polished
     theta, fbest, ok = min(pool, key=lambda p: p[1])
-    at_opt = int(np.sum(f[finite] <= fbest + 1e-6 * (1.0 + abs(fbest))))
+    at_opt = int(np.sum(f[finite] <= fbest + 1e-4 * abs(fbest) + 1e-12))
     top = [theta] + [p[0] for p in sorted(polished, key=lambda p: p[1]) if np.max(np.abs(p[0] - theta)) > 1e-3]
     return MultiStartResult(
         theta=theta,
@@ -362,16 +374,19 @@ def refit_many(
     """Refit B data sets (logy, weights: (B, n)) from the same few starts (m, P), all in one batch.
 
     Used for bootstrap resamples and leave-one-out refits, warm-started from the full fit's best
-    optima. Returns (θ (B, P) best per data set, ok (B,) whether that best converged).
+    optima. ``logx`` is (n, K) shared or (B, n, K), one set of inputs per data set.
+    Returns (θ (B, P) best per data set, ok (B,) whether that best converged).
     """
     logy = np.atleast_2d(logy)
     weights = np.atleast_2d(weights)
     starts = np.atleast_2d(starts)
     B, m = len(logy), len(starts)
-    shift = logx.mean(axis=0)
+    logx = np.asarray(logx, dtype=float)
+    shift = logx.reshape(-1, law.n_terms).mean(axis=0)
     theta0 = center(law, np.tile(starts, (B, 1)), shift)
     w = np.repeat(weights, m, axis=0)
-    xc, f, _g, conv = batched_lbfgs(law, theta0, logx - shift, np.repeat(logy, m, axis=0), w)
+    lx = np.repeat(logx, m, axis=0) if logx.ndim == 3 else logx
+    xc, f, _g, conv = batched_lbfgs(law, theta0, lx - shift, np.repeat(logy, m, axis=0), w)
     x = uncenter(law, xc, shift)
     f = np.where(np.isfinite(f) & np.all(np.isfinite(x), axis=1), f, np.inf).reshape(B, m)
     best = np.argmin(f, axis=1)

@@ -18,6 +18,7 @@ from engine.fit.lse import fit_multistart, refit_many
 from engine.fit.result import LAWS, FitUnavailable, LawFit, jsonable, params_from_theta
 
 DEFAULT_N_BOOT = 500
+SYMBOLS = {"n_params": "N", "train_size": "D", "flops_cum": "C"}  # letters the formulas print
 
 
 def _check_inputs(x: np.ndarray, y: np.ndarray, n_terms: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,11 +49,13 @@ def fit_law(
     """
     shape, formula = LAWS[law]
     variables = variables or [f"x{k}" for k in range(shape.n_terms)]
+    if shape.n_terms == 1:
+        formula = formula.replace("X", SYMBOLS.get(variables[0], "X"))
     x, y = _check_inputs(x, y, shape.n_terms, f"{law} fit of {', '.join(variables)}")
     points, inverse = group_runs(x)
     G = len(points)
     need = shape.n_params + 1
-    if G < need:
+    if need > G:
         raise FitUnavailable(f"{formula} needs ≥ {need} distinct scale points, got {G}")
     if shape.n_terms == 2 and (len(np.unique(points[:, 0])) < 3 or len(np.unique(points[:, 1])) < 3):
         raise FitUnavailable(f"{formula} needs ≥ 3 distinct values of each of {', '.join(variables)}")
@@ -77,7 +80,8 @@ def fit_law(
     params = params_from_theta(law, ms.theta)
     samples = [params_from_theta(law, t) for t in boot]
     ci = {k: list(percentile_ci(np.array([s[k] for s in samples]))) for k in params}
-    grid_desc = "full grid" if top_k is None or top_k >= ms.n_grid else f"best {ms.n_starts} of the grid by initial loss"
+    pruned = top_k is not None and top_k < ms.n_grid
+    grid_desc = f"best {ms.n_starts} of the grid by initial loss" if pruned else "full grid"
     method = (
         f"sum of Huber(δ=1e-3) of log residuals, log-sum-exp form, L-BFGS from {ms.n_starts} starts "
         f"({grid_desc} of {ms.n_grid}); seeds averaged per point; 95 % CI: percentile bootstrap over "

@@ -19,7 +19,7 @@ def loo_rmse_log(fit: LawFit, x: np.ndarray, y: np.ndarray) -> float | None:
     shape = fit.shape
     points, inverse = group_runs(np.asarray(x, dtype=float).reshape(len(y), shape.n_terms))
     G = len(points)
-    if G - 1 < shape.n_params + 1:
+    if shape.n_params + 1 > G - 1:
         return None
     logx = np.log(points)
     logy, _ = average_by_group(np.log(y), inverse, G, np.ones((1, len(y))))

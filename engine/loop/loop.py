@@ -37,7 +37,7 @@ from engine.data.store import cached_graph_dataset
 from engine.errors import ConfigError, DataError
 from engine.loop import checkpoint as ckpt_io
 from engine.loop.ema import EMA
-from engine.loop.flops import FlopCounter
+from engine.loop.flops import FlopAccountant, FlopCounter, batch_features
 from engine.loop.loss import ErrorSums, error_metrics, error_sums, weighted_loss
 from engine.loop.sampler import shard_by_atoms
 from engine.loop.schedule import WarmupCosine
@@ -123,6 +123,7 @@ class StepContext:
     scaler: torch.amp.GradScaler | None = None
     ema: EMA | None = None
     dist: DistContext | None = None
+    flops: FlopAccountant | None = None  # None: count every step with the FLOP counter
 
 
 def train_step(ctx: StepContext, batch: Batch) -> tuple[ErrorSums, int]:
@@ -130,13 +131,15 @@ def train_step(ctx: StepContext, batch: Batch) -> tuple[ErrorSums, int]:
 
     The loss divides this rank's error sums by counts summed over all ranks, times the world size
     (DDP averages gradients), so the gradient equals that of the global batch's mean loss.
-    Returns the detached global error sums and the FLOPs counted on this rank.
+    Returns the detached global error sums and this rank's FLOPs (0 when ``count_flops`` is off).
     """
     cfg = ctx.config
     ctx.model.train()
     ctx.optimizer.zero_grad(set_to_none=True)
     world = ctx.dist.world_size if ctx.dist is not None and ctx.dist.active else 1
-    with FlopCounter(enabled=cfg.count_flops) as counter:
+    features = batch_features(batch.n_atoms, int(batch.edge_index.shape[1]))
+    counting = cfg.count_flops and (ctx.flops is None or ctx.flops.must_count(features))
+    with FlopCounter(enabled=counting) as counter:
         with autocast_context(ctx.device, cfg.amp):
             output = ctx.model(batch)
         sums = error_sums(output, batch)
@@ -166,7 +169,10 @@ def train_step(ctx: StepContext, batch: Batch) -> tuple[ErrorSums, int]:
         ctx.optimizer.step()
     if ctx.ema is not None:
         ctx.ema.update(ctx.module)
-    return global_sums, counter.total
+    flops = counter.total
+    if cfg.count_flops and ctx.flops is not None:
+        flops = ctx.flops.record(features, counter.total if counting else None)
+    return global_sums, flops
 
 
 def evaluate(
@@ -282,6 +288,7 @@ class _Trial:
             scaler=self.scaler,
             ema=self.ema,
             dist=self.dist,
+            flops=FlopAccountant(),
         )
         self.epoch = 0
         self.step = 0
@@ -403,7 +410,8 @@ class _Trial:
         self.epoch += 1
         t0 = time.perf_counter()
         order = self.generator.permutation(len(self.train_set))
-        batches = pack_batches(self.train_set.sizes(), cfg.batch_size, cfg.max_atoms_per_batch, order)
+        sizes = self.train_set.sizes()
+        batches = pack_batches(sizes, cfg.batch_size, cfg.max_atoms_per_batch, order)
         on_batch = getattr(self.reporter, "on_batch", None) if self.is_main else None
         epoch_sums = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64)
         n_struct = n_atoms = 0
@@ -418,7 +426,7 @@ class _Trial:
             self.step += 1
             epoch_sums += sums.as_vector().cpu()
             n_struct += len(idx)
-            n_atoms += int(self.train_set.sizes()[idx].sum())
+            n_atoms += int(sizes[idx].sum())
             if on_batch is not None:
                 on_batch(self.epoch, k + 1, len(batches), self.step)
             if self._budget_spent():

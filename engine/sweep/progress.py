@@ -77,10 +77,14 @@ class SweepLedger(Callback):
         self.states = states
         self.scheduler = scheduler
         self.interval_s = interval_s
-        self.stream = stream or sys.stdout
+        self.stream = stream
         self.best: tuple[float, str] | None = None
         self._last_print = 0.0
         self.started = time.time()
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment state; an open stream does not pickle
+        return {**self.__dict__, "stream": None}
 
     # -- Tune hooks --------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -102,9 +106,9 @@ class SweepLedger(Callback):
         st.wall_s = float(result.get(M.WALL_S, st.wall_s))
         st.last = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         val = result.get(M.VAL_LOSS)
-        if epoch >= 1 and isinstance(val, (int, float)) and math.isfinite(val):
-            if self.best is None or val < self.best[0]:
-                self.best = (float(val), trial_key(trial))
+        finite = isinstance(val, (int, float)) and math.isfinite(val)
+        if epoch >= 1 and finite and (self.best is None or val < self.best[0]):
+            self.best = (float(val), trial_key(trial))
         self.print_line()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -145,7 +149,7 @@ class SweepLedger(Callback):
             f"[{self.sweep} {now - self.started:6.0f}s] done {c['completed']}/{len(self.states)}  "
             f"running {c['running']}  stopped {c['stopped']}  failed {c['failed']}  |  "
             f"best val_loss {best}  |  FLOPs used {self.flops_used():.3e}",
-            file=self.stream,
+            file=self.stream or sys.stdout,
             flush=True,
         )
 
@@ -179,7 +183,25 @@ class MlflowCallback(Callback):
         )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.tracker.log_trial(self._ensure(trial), result)
+        key = self._ensure(trial)
+        epoch = int(result.get(M.EPOCH, 0))
+        if epoch > self.tracker.last_epoch(key) + 1:
+            self._backfill(key, Path(resolve_spec(trial.config)["run_dir"]), before=epoch)
+        self.tracker.log_trial(key, result)
+
+    def _backfill(self, key: str, run_dir: Path, before: int) -> None:
+        """Log epochs the driver never received (an interrupted driver or a killed worker lost them in
+        flight; the resumed loop does not report them again) from the loop's own ``metrics.jsonl``."""
+        path = run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if self.tracker.last_epoch(key) < int(row.get(M.EPOCH, -1)) < before:
+                self.tracker.log_trial(key, row)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = self._ensure(trial)

@@ -203,7 +203,8 @@ def run_sweep(
         space = load_saved_space(sweep_dir)
     elif (sweep_dir / SPACE_FILE).exists():
         raise ConfigError(
-            f"sweep {options.name!r} already exists in {sweep_dir}; pass --resume to continue it or --name for a new one"
+            f"sweep {options.name!r} already exists in {sweep_dir}; "
+            "pass --resume to continue it or --name for a new one"
         )
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "trials").mkdir(exist_ok=True)
@@ -248,8 +249,9 @@ def run_sweep(
                 max_t=budgets[-1],
                 reduction_factor=space.reduction_factor,
             )
-        ledger = SweepLedger(options.name, states, scheduler, options.progress_interval_s, stream)
+        ledger = SweepLedger(options.name, states, scheduler, options.progress_interval_s, options.stream)
         callbacks = [ledger, MlflowCallback(tracker, ledger), *options.callbacks]
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables off: SweepLedger prints progress
         run_config = tune.RunConfig(
             name=f"run-{_next_attempt(sweep_dir)}",
             storage_path=str(sweep_dir / "ray"),

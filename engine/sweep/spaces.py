@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +155,8 @@ def _check_ints(values: list, key: str, where: str, allow_none: bool = False) ->
             out.append(None)
             continue
         if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "train_sizes" else 0):
-            raise ConfigError(f"{where}: '{key}' entries must be {'positive' if key == 'train_sizes' else 'non-negative'} "
-                              f"integers, got {v!r}")
+            kind = "positive" if key == "train_sizes" else "non-negative"
+            raise ConfigError(f"{where}: '{key}' entries must be {kind} integers, got {v!r}")
         out.append(int(v))
     return out
 
@@ -168,7 +169,7 @@ def _check_budgets(values: list, where: str) -> list[float]:
         budgets.append(float(v))
     if len(budgets) < 2:
         raise ConfigError(f"{where}: 'flop_budgets' needs at least two rungs (e.g. [1e9, 3e9, 9e9])")
-    ratios = [b / a for a, b in zip(budgets, budgets[1:])]
+    ratios = [b / a for a, b in itertools.pairwise(budgets)]
     if any(r <= 1.0 for r in ratios):
         raise ConfigError(f"{where}: 'flop_budgets' must increase, got {values}")
     if max(ratios) / min(ratios) > 1.01:

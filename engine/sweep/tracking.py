@@ -106,7 +106,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:  # noqa: S310
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
                 if resp.status >= 500:
                     raise TrackingError(f"MLflow server at {uri} answered HTTP {resp.status}; check the server's log")
         except urllib.error.HTTPError as exc:
@@ -193,7 +193,8 @@ class SweepTracker:
         self.client.log_dict(run_id, space_dict, "search_space.json")
         if space_text is not None:
             self.client.log_text(run_id, space_text, "search_space.yaml")
-        self.client.log_dict(run_id, {"git_commit": tags["engine.git_commit"], "versions": versions}, "environment.json")
+        env = {"git_commit": tags["engine.git_commit"], "versions": versions}
+        self.client.log_dict(run_id, env, "environment.json")
         return run_id
 
     def end_parent(self, status: str = "FINISHED") -> None:
@@ -241,6 +242,10 @@ class SweepTracker:
             self.client.set_tag(run_id, "engine.checkpoint_path", checkpoint_path)
         self._log_params(run_id, params)
         return run_id
+
+    def last_epoch(self, trial_id: str) -> int:
+        """Highest epoch logged to the trial's run (-1 when none)."""
+        return self._last_step.get(self._children.get(trial_id, ""), -1)
 
     def log_trial(self, trial_id: str, metrics: dict) -> bool:
         """Log one report at ``step=epoch``; a report for an epoch already logged (a resumed trial) is skipped."""

@@ -76,7 +76,7 @@ class TrainReporter:
         ray.train.report({**metrics, **self.extra})
 
 
-def _trial_config(spec: dict):  # noqa: ANN202 - TrialConfig
+def _trial_config(spec: dict):
     from engine.config import trial_config_from_dict
 
     return trial_config_from_dict(spec["config"])

@@ -103,5 +103,7 @@ class SO2EquivariantGraphAttention(nn.Module):
         e, r = msg.shape[0], msg.shape[1]
         msg = (msg.view(e, r, self.num_heads, self.value_channels) * alpha.view(e, 1, self.num_heads, 1)).view(e, r, -1)
         msg = frames.rotate_back(msg)
-        out = x.new_zeros(x.shape[0], msg.shape[1], msg.shape[2]).index_add_(0, dst, msg)
+        out = x.new_zeros(x.shape[0], msg.shape[1], msg.shape[2]).index_add_(
+            0, dst, msg.to(x.dtype)
+        )  # sum in x's dtype under autocast
         return self.proj(out)

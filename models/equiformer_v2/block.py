@@ -31,8 +31,14 @@ class GraphDropPath(nn.Module):
 
 
 class TransBlockV2(nn.Module):
-    def __init__(self, attention: SO2EquivariantGraphAttention, ffn: FeedForwardNetwork, lmax: int, channels: int,
-                 drop_path_rate: float) -> None:
+    def __init__(
+        self,
+        attention: SO2EquivariantGraphAttention,
+        ffn: FeedForwardNetwork,
+        lmax: int,
+        channels: int,
+        drop_path_rate: float,
+    ) -> None:
         super().__init__()
         self.norm_1 = EquivariantLayerNormSH(lmax, channels)
         self.ga = attention
@@ -40,8 +46,16 @@ class TransBlockV2(nn.Module):
         self.ffn = ffn
         self.drop_path = GraphDropPath(drop_path_rate) if drop_path_rate > 0 else None
 
-    def forward(self, x: torch.Tensor, numbers: torch.Tensor, dist_features: torch.Tensor, edge_index: torch.Tensor,
-                frames: EdgeFrames, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        numbers: torch.Tensor,
+        dist_features: torch.Tensor,
+        edge_index: torch.Tensor,
+        frames: EdgeFrames,
+        batch: torch.Tensor,
+        num_graphs: int,
+    ) -> torch.Tensor:
         h = self.ga(self.norm_1(x), numbers, dist_features, edge_index, frames)
         if self.drop_path is not None:
             h = self.drop_path(h, batch, num_graphs)

@@ -46,6 +46,7 @@ class EdgeDegreeEmbedding(nn.Module):
         pad = m0.new_zeros(m0.shape[0], self.layout.num_reduced - m0.shape[1], self.sphere_channels)
         msg = torch.cat([m0, pad], dim=1).index_select(1, self.from_m)  # m-major → reduced l-major layout
         msg = frames.rotate_back(msg)
+        msg = msg.to(dist_features.dtype)  # sum in the geometry's dtype under autocast
         out = msg.new_zeros(num_nodes, msg.shape[1], msg.shape[2]).index_add_(0, edge_index[1], msg)
         return out / self.avg_degree
 

@@ -29,7 +29,7 @@ def fejer_weights(n: int) -> np.ndarray:
 
 
 class SphereGrid:
-    """To-grid (N_β, N_α, R) and from-grid (N_β, N_α, R) matrices for the |m| ≤ mmax coefficients.
+    """To-grid and from-grid matrices between |m| ≤ mmax coefficients (R) and the N_β·N_α grid points.
 
     Degrees l > mmax are scaled by sqrt((2l+1)/(2·mmax+1)) in both directions, matching the
     truncated edge-frame features of EquiformerV2.
@@ -52,21 +52,25 @@ class SphereGrid:
         w = torch.from_numpy(fejer_weights(res_beta)).view(-1, 1, 1) * (2 * math.pi / res_alpha)
         # c_lm = sqrt((2l+1)(lmax+1)) / (4π) ∫ f Y_lm dΩ (Y component-normalized, ∫ Y² dΩ = 4π)
         from_grid = w * y * scale / (4 * math.pi) * rescale
-        self._const = _ConstCache(to_grid=to_grid, from_grid=from_grid)
+        n_points = res_beta * res_alpha
+        self._const = _ConstCache(
+            to_grid=to_grid.reshape(n_points, -1), from_grid=from_grid.reshape(n_points, -1).t().contiguous()
+        )
 
     def matrices(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N_β·N_α, R) to-grid and (R, N_β·N_α) from-grid matrices in ``like``'s dtype and device."""
         c = self._const.get(like.dtype, like.device)
         return c["to_grid"], c["from_grid"]
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, R, C) coefficients → (n, N_β, N_α, C) values."""
+        """(n, R, C) coefficients → (n, N_β·N_α, C) values."""
         to_grid, _ = self.matrices(x)
-        return torch.einsum("bai,nic->nbac", to_grid, x)
+        return torch.matmul(to_grid, x)
 
     def from_grid(self, g: torch.Tensor) -> torch.Tensor:
-        """(n, N_β, N_α, C) values → (n, R, C) coefficients."""
+        """(n, N_β·N_α, C) values → (n, R, C) coefficients."""
         _, from_grid = self.matrices(g)
-        return torch.einsum("bai,nbac->nic", from_grid, g)
+        return torch.matmul(from_grid, g)
 
 
 def default_resolution(lmax: int, mmax: int) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from torch import nn
 from models.equiformer_v2.attention import SO2EquivariantGraphAttention
 from models.equiformer_v2.ffn import FeedForwardNetwork
 from models.equiformer_v2.norm import EquivariantLayerNormSH
-from models.equiformer_v2.so3 import spherical_harmonics
+from models.equiformer_v2.so3 import EdgeFrames, spherical_harmonics
 
 
 def _segment_sum(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
@@ -71,7 +71,14 @@ class ForceHead(nn.Module):
         super().__init__()
         self.force_block = attention
 
-    def forward(self, x, numbers, dist_features, edge_index, frames) -> torch.Tensor:  # noqa: ANN001
+    def forward(
+        self,
+        x: torch.Tensor,
+        numbers: torch.Tensor,
+        dist_features: torch.Tensor,
+        edge_index: torch.Tensor,
+        frames: EdgeFrames,
+    ) -> torch.Tensor:
         out = self.force_block(x, numbers, dist_features, edge_index, frames)
         return out[:, list(self._XYZ), 0]
 
@@ -106,8 +113,9 @@ class Rank2StressHead(nn.Module):
         self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         self.irrep2_mlp = NormGatedL2MLP(emb)
 
-    def forward(self, x: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor,
-                num_graphs: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor, num_graphs: int
+    ) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]
         n = x.shape[0]
         sh = self.sphharm_norm(spherical_harmonics(self.lmax, edge_vec, normalize=False).unsqueeze(-1)).squeeze(-1)

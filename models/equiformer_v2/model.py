@@ -29,7 +29,7 @@ from models.equiformer_v2.heads import EnergyHead, ForceHead, Rank2StressHead
 from models.equiformer_v2.norm import EquivariantLayerNormSH
 from models.equiformer_v2.presets import PRESETS
 from models.equiformer_v2.radial import NUM_GAUSSIANS, GaussianSmearing
-from models.equiformer_v2.so3 import CoefficientLayout, edge_frames, edge_rotation
+from models.equiformer_v2.so3 import CoefficientLayout, EdgeFrames, edge_frames, edge_rotation
 
 
 @dataclass
@@ -86,14 +86,31 @@ class EquiformerV2Config(ModelConfig):
             (not self.use_s2_act_attn, "use_s2_act_attn=True is not supported (the reference asserts it off)"),
             (self.use_gate_act or self.use_sep_s2_act, "set use_gate_act or use_sep_s2_act to true"),
             (self.edge_roll in ("random", "none"), f"edge_roll must be 'random' or 'none', got {self.edge_roll!r}"),
-            (self.grid_resolution is None or self.grid_resolution >= 2 * self.lmax + 1,
-             f"grid_resolution must be ≥ 2·lmax+1 = {2 * self.lmax + 1}, got {self.grid_resolution}"),
+            (
+                self.grid_resolution is None or self.grid_resolution >= 2 * self.lmax + 1,
+                f"grid_resolution must be ≥ 2·lmax+1 = {2 * self.lmax + 1}, got {self.grid_resolution}",
+            ),
             (self.num_distance_basis >= 2, f"num_distance_basis must be ≥ 2, got {self.num_distance_basis}"),
             (self.avg_num_nodes > 0 and self.avg_degree > 0, "avg_num_nodes and avg_degree must be > 0"),
-            (min(self.num_layers, self.sphere_channels, self.attn_hidden_channels, self.num_heads,
-                 self.attn_alpha_channels, self.attn_value_channels, self.ffn_hidden_channels,
-                 self.edge_channels, self.max_num_elements) >= 1, "layer and channel counts must be ≥ 1"),
-            (0 <= self.alpha_drop < 1 and 0 <= self.drop_path_rate < 1, "alpha_drop and drop_path_rate must be in [0, 1)"),
+            (
+                min(
+                    self.num_layers,
+                    self.sphere_channels,
+                    self.attn_hidden_channels,
+                    self.num_heads,
+                    self.attn_alpha_channels,
+                    self.attn_value_channels,
+                    self.ffn_hidden_channels,
+                    self.edge_channels,
+                    self.max_num_elements,
+                )
+                >= 1,
+                "layer and channel counts must be ≥ 1",
+            ),
+            (
+                0 <= self.alpha_drop < 1 and 0 <= self.drop_path_rate < 1,
+                "alpha_drop and drop_path_rate must be in [0, 1)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -122,16 +139,33 @@ class EquiformerV2(Potential):
 
         def attention(output_channels: int, alpha_drop: float) -> SO2EquivariantGraphAttention:
             return SO2EquivariantGraphAttention(
-                c.sphere_channels, c.attn_hidden_channels, c.num_heads, c.attn_alpha_channels,
-                c.attn_value_channels, output_channels, self.layout, attn_grid, c.max_num_elements,
-                edge_channels_list, use_attn_renorm=c.use_attn_renorm, use_gate_act=c.use_gate_act,
-                use_sep_s2_act=c.use_sep_s2_act, alpha_drop=alpha_drop, exact_equivariant_gate=exact,
+                c.sphere_channels,
+                c.attn_hidden_channels,
+                c.num_heads,
+                c.attn_alpha_channels,
+                c.attn_value_channels,
+                output_channels,
+                self.layout,
+                attn_grid,
+                c.max_num_elements,
+                edge_channels_list,
+                use_attn_renorm=c.use_attn_renorm,
+                use_gate_act=c.use_gate_act,
+                use_sep_s2_act=c.use_sep_s2_act,
+                alpha_drop=alpha_drop,
+                exact_equivariant_gate=exact,
             )
 
         def ffn(output_channels: int) -> FeedForwardNetwork:
             return FeedForwardNetwork(
-                c.sphere_channels, c.ffn_hidden_channels, output_channels, c.lmax, ffn_grid,
-                use_gate_act=c.use_gate_act, use_grid_mlp=c.use_grid_mlp, use_sep_s2_act=c.use_sep_s2_act,
+                c.sphere_channels,
+                c.ffn_hidden_channels,
+                output_channels,
+                c.lmax,
+                ffn_grid,
+                use_gate_act=c.use_gate_act,
+                use_grid_mlp=c.use_grid_mlp,
+                use_sep_s2_act=c.use_sep_s2_act,
                 exact_equivariant_gate=exact,
             )
 
@@ -141,8 +175,13 @@ class EquiformerV2(Potential):
             c.sphere_channels, self.layout, c.max_num_elements, edge_channels_list, c.avg_degree
         )
         self.blocks = nn.ModuleList(
-            TransBlockV2(attention(c.sphere_channels, c.alpha_drop), ffn(c.sphere_channels), c.lmax,
-                         c.sphere_channels, c.drop_path_rate)
+            TransBlockV2(
+                attention(c.sphere_channels, c.alpha_drop),
+                ffn(c.sphere_channels),
+                c.lmax,
+                c.sphere_channels,
+                c.drop_path_rate,
+            )
             for _ in range(c.num_layers)
         )
         self.norm = EquivariantLayerNormSH(c.lmax, c.sphere_channels)
@@ -158,7 +197,7 @@ class EquiformerV2(Potential):
         """Reseed the generator of the random edge rolls (for repeatable evaluation)."""
         self._roll_generator.manual_seed(seed)
 
-    def _frames(self, vec: torch.Tensor):  # noqa: ANN202
+    def _frames(self, vec: torch.Tensor) -> EdgeFrames:
         roll = None
         if self.config.edge_roll == "random":
             roll = torch.rand(vec.shape[0], generator=self._roll_generator, dtype=torch.float64) * (2 * math.pi)

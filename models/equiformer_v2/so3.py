@@ -64,7 +64,8 @@ def spherical_harmonics(lmax: int, vec: torch.Tensor, normalize: bool = True) ->
     for lval in range(lmax + 1):
         for m in range(-lval, lval + 1):
             am = abs(m)
-            norm = math.sqrt((2 * lval + 1) * (2.0 if am else 1.0) * math.factorial(lval - am) / math.factorial(lval + am))
+            ratio = math.factorial(lval - am) / math.factorial(lval + am)
+            norm = math.sqrt((2 * lval + 1) * (2.0 if am else 1.0) * ratio)
             trig = cos_m[am] if m >= 0 else sin_m[am]
             out.append(norm * pbar[(lval, am)] * trig)
     return torch.stack(out, dim=-1)
@@ -169,7 +170,8 @@ class CoefficientLayout:
         from_m = [0] * len(to_m)
         for k, j in enumerate(to_m):
             from_m[j] = k
-        self.full_index = torch.tensor([lval * lval + lval + m for lval, m in self.reduced], dtype=torch.long, device="cpu")
+        full = [lval * lval + lval + m for lval, m in self.reduced]
+        self.full_index = torch.tensor(full, dtype=torch.long, device="cpu")
         self.to_m = torch.tensor(to_m, dtype=torch.long, device="cpu")
         self.from_m = torch.tensor(from_m, dtype=torch.long, device="cpu")
         # Rotating back from the truncated frame: boost l > mmax by sqrt((2l+1)/(2mmax+1)) (as in EquiformerV2)
@@ -218,8 +220,9 @@ class SO3Linear(nn.Module):
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.empty(lmax + 1, out_features, in_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        self.register_buffer("expand_index", torch.tensor(degree_of_coefficients(lmax), dtype=torch.long),
-                             persistent=False)
+        self.register_buffer(
+            "expand_index", torch.tensor(degree_of_coefficients(lmax), dtype=torch.long), persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight.index_select(0, self.expand_index)  # (F, C_out, C_in)

@@ -19,7 +19,7 @@ def test_emt_splits_from_cache(emt_cache):
     )
     splits = load_splits(cfg, progress=False)
     assert len(splits.train) == 10 and len(splits.val) <= 5
-    assert splits.source.endswith("emt-seed7-n40-v1.aselmdb")
+    assert splits.source.endswith("emt-seed7-n40-v1.aselmdb") and splits.pool_size >= 30
     uids = [r.uid for r in splits.train + splits.val + splits.test]
     assert len(set(uids)) == len(uids)
     bigger = load_splits(DataConfig(**{**cfg.__dict__, "train_size": 20}), progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import gzip
 import json
 import logging
 import shutil
@@ -126,17 +127,19 @@ def _mptrj_frame(stress_kbar) -> dict:
     }
 
 
-def test_mptrj_json_units_and_sign(tmp_path):
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_mptrj_json_units_and_sign(tmp_path, suffix):
     data = {
         "mp-1": {
             "mp-1-task-0": _mptrj_frame([[-10.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
             "mp-1-task-1": {k: v for k, v in _mptrj_frame(None).items() if k != "stress"},
         }
     }
-    path = tmp_path / "MPtrj_small.json"
-    path.write_text(json.dumps(data))
+    path = tmp_path / f"MPtrj_small{suffix}"
+    with (gzip.open if suffix.endswith(".gz") else open)(path, "wt") as fh:
+        json.dump(data, fh)
     records = read_records(path).records
-    assert [r.uid for r in records] == ["MPtrj_small.json:mp-1:mp-1-task-0", "MPtrj_small.json:mp-1:mp-1-task-1"]
+    assert [r.uid for r in records] == [f"{path.name}:mp-1:mp-1-task-0", f"{path.name}:mp-1:mp-1-task-1"]
     r = records[0]
     assert r.energy == pytest.approx(-10.5)  # uncorrected, not the MP2020-corrected value
     np.testing.assert_array_equal(r.numbers, [3, 8])

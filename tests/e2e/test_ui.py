@@ -85,9 +85,10 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 def test_cli_prints_url_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     uri = _make_store(tmp_path)
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    (tmp_path / "cwd").mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.ui", "--port", "0"],
-        cwd=tmp_path,
+        cwd=tmp_path / "cwd",
         env=dict(env, PYTHONPATH=str(REPO)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -110,4 +111,4 @@ def test_cli_prints_url_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     while _alive(tree) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _alive(tree) == []
-    assert (tmp_path / "mlartifacts").is_dir()  # default artifact root is relative to the working directory
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the SQLite store, as the sweep writes them

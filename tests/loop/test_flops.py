@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
 import models
 from engine.data.graph import GraphDataset, GraphSpec
-from engine.loop.flops import FlopCounter, count_flops
+from engine.loop.flops import FlopAccountant, FlopCounter, batch_features, count_flops, count_flops_reference
 
 from .conftest import emt_records
 
@@ -57,8 +59,6 @@ def test_cpu_fused_attention_is_counted():
 
 
 def test_transformer_training_step_matches_its_hand_formula():
-    from models.transformer import forward_flops
-
     model = models.build("transformer", {"d_model": 16, "depth": 2, "heads": 2, "ff_mult": 4})
     c = model.config
     ds = GraphDataset(emt_records(6), GraphSpec(c.cutoff, c.max_neighbors, c.strict_neighbors))
@@ -68,7 +68,6 @@ def test_transformer_training_step_matches_its_hand_formula():
     d, f, N, Bs, L = c.d_model, c.ff_mult * c.d_model, sum(n_atoms), len(n_atoms), max(n_atoms)
     per_layer = 2 * N * d * 3 * d + 2 * 2 * Bs * L * L * d + 2 * N * d * d + 2 * 2 * N * d * f
     hand = 2 * N * (d + 3) * d + c.depth * per_layer + 2 * N * d * (1 + 3 + 6)
-    assert hand == forward_flops(c, n_atoms, E)
     geometry = 2 * E * 3 * 3  # edge vectors: (E,1,3)·(E,3,3) in the base class, no gradient needed
 
     def step():
@@ -77,3 +76,60 @@ def test_transformer_training_step_matches_its_hand_formula():
 
     _, total, _ = count_flops(step)
     assert total == 3 * hand + geometry
+
+
+@pytest.mark.parametrize(
+    ("family", "config"),
+    [
+        ("fcn", {"hidden": 16, "num_rbf": 8}),
+        ("transformer", {"d_model": 16, "depth": 1, "heads": 2}),
+        ("transformer", {"d_model": 16, "depth": 1, "heads": 2, "periodic": True, "xyz_input": False}),
+    ],
+)
+def test_accountant_solves_every_step_exactly(family, config):
+    """Counted and solved FLOPs agree on every one of many differently sized batches."""
+    model = models.build(family, config)
+    c = model.config
+    ds = GraphDataset(emt_records(40, seed=4), GraphSpec(c.cutoff, c.max_neighbors, c.strict_neighbors))
+    rng = np.random.default_rng(0)
+    accountant = FlopAccountant(verify_every=0)
+    predicted_steps = 0
+    for _ in range(30):
+        idx = rng.choice(len(ds), size=int(rng.integers(1, 9)), replace=False).tolist()
+        batch = ds.batch(idx)
+
+        def step(batch=batch):
+            out = model(batch)
+            (out.energy.sum() + out.forces.pow(2).sum() + out.stress.sum()).backward()
+
+        _, exact, _ = count_flops(step)
+        features = batch_features(batch.n_atoms, batch.edge_index.shape[1])
+        if accountant.must_count(features):
+            assert accountant.record(features, exact) == exact
+        else:
+            predicted_steps += 1
+            assert accountant.record(features, None) == exact
+    assert not accountant.count_all
+    assert predicted_steps >= 15
+
+
+def test_accountant_falls_back_to_counting_when_the_law_breaks():
+    accountant = FlopAccountant(verify_every=2)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        x = np.array([1.0, *rng.integers(1, 100, size=6).astype(float)])
+        if accountant.must_count(x):
+            accountant.record(x, int(x[1] ** 2))  # quadratic in atoms: not linear in the features
+    assert accountant.count_all and accountant.must_count(x)
+
+
+def test_stock_counter_agrees_with_the_fast_counter():
+    model = models.build("transformer", {"d_model": 16, "depth": 1, "heads": 2, "periodic": True, "xyz_input": False})
+    c = model.config
+    batch = GraphDataset(emt_records(5), GraphSpec(c.cutoff, c.max_neighbors, c.strict_neighbors)).batch(range(5))
+
+    def step():
+        out = model(batch)
+        (out.energy.sum() + out.forces.sum() + out.stress.sum()).backward()
+
+    assert count_flops(step)[1] == count_flops_reference(step)[1]

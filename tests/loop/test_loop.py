@@ -117,3 +117,18 @@ def test_unreadable_checkpoint_is_a_clear_error(tiny_splits, tmp_path):
     with pytest.raises(CheckpointError, match="cannot load checkpoint"):
         run_trial(_config(epochs=1), run_dir, splits=tiny_splits)
     assert (run_dir / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_progress_reporter_draws_bars_and_epoch_lines(tiny_splits, tmp_path):
+    import io
+
+    from engine.loop.reporters import ProgressReporter, metrics_table
+
+    stream = io.StringIO()
+    rep = ProgressReporter(epochs=2, stream=stream)
+    final = run_trial(_config(epochs=2), tmp_path / "run", reporter=rep, splits=tiny_splits)
+    text = stream.getvalue()
+    assert "epoch 1/2" in text and "epoch 2  val_loss=" in text and "epoch 0  val_loss=" in text
+    assert [r[M.EPOCH] for r in rep.history] == [0, 1, 2]
+    table = metrics_table(final)
+    assert "val_forces_l2mae_mev_per_a" in table and "flops_cum" in table

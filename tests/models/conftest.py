@@ -75,8 +75,27 @@ CASES: list[Case] = [
             "max_neighbors": 0,
         },
     ),
-    # equiformer_v2 joins here once its family exists, e.g.
-    # Case("equiformer_v2", "equiformer_v2", {<tiny config>}),
+    # exact_equivariant_gate: the S² grid is equivariant only to ~1e-4, the contract asks 1e-9
+    Case(
+        "equiformer_v2",
+        "equiformer_v2",
+        {
+            "num_layers": 2,
+            "sphere_channels": 8,
+            "attn_hidden_channels": 8,
+            "num_heads": 2,
+            "attn_alpha_channels": 4,
+            "attn_value_channels": 4,
+            "ffn_hidden_channels": 8,
+            "edge_channels": 8,
+            "lmax": 2,
+            "mmax": 1,
+            "grid_resolution": 12,
+            "exact_equivariant_gate": True,
+            "cutoff": 4.0,
+            "max_neighbors": 0,
+        },
+    ),
 ]
 
 

@@ -1,9 +1,10 @@
 """The ASE calculator on really trained checkpoints: shapes, relaxation, NVE energy drift, safe loading.
 
 Two tiny models are trained briefly with the real loop (``run_trial``) on the embedded EMT
-data: ``fcn`` (conservative: F = −∂E/∂x) and ``transformer`` (direct force head). Each relaxes
-a strained Cu cell and runs 200 steps of velocity-Verlet NVE at 1 fs; the drift of the total
-energy (eV/atom) is written to ``<tmp>/energy_drift.json`` and printed (``pytest -s`` shows it).
+data: ``fcn`` (conservative: F = −∂E/∂x) and the seed study's ``transformer`` (direct force
+head, raw xyz input). Each relaxes a strained Cu cell and runs 200 steps of velocity-Verlet NVE
+at 1 fs; the drift of the total energy (eV/atom) is written to ``<tmp>/energy_drift.json`` and
+printed (``pytest -s`` shows it).
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from models.calculator import EngineCalculator, load_potential, read_checkpoint
 MD_STEPS = 200
 MD_DT_FS = 1.0
 MD_TEMPERATURE_K = 300.0
-# A model with forces = −∇E conserves E_kin + E_pot up to the integrator's O(dt²) error; for
-# 32 Cu atoms at 300 K and 1 fs that is ~1e-5 eV/atom. Direct heads have no such guarantee.
-CONSERVATIVE_DRIFT_MAX_EV_PER_ATOM = 2e-3
+# A model with forces = −∇E conserves E_kin + E_pot up to velocity Verlet's O(dt²) error
+# (measured ~6e-6 eV/atom here); direct force heads have no such guarantee (~2e-2 eV/atom).
+CONSERVATIVE_DRIFT_MAX_EV_PER_ATOM = 1e-4
 
 # Tiny, quick trials: no neighbor cap (a cap makes the energy jump when neighbors swap rank,
 # which would break energy conservation for any model), cutoff 4 Å.
+# (The ``p*`` transformer presets see geometry only through attention biases, which cannot change
+# anything in a one-element cell: every token is the same, so their Cu energy is constant.)
 TRIALS = {
-    "fcn": {"preset": "f0", "model_config": {"cutoff": 4.0, "max_neighbors": 0}},
-    "transformer": {"preset": "p0", "model_config": {"cutoff": 4.0, "max_neighbors": 0}},
+    "fcn": {"preset": "f1", "model_config": {"cutoff": 4.0, "max_neighbors": 0}},
+    "transformer": {"preset": "t0", "model_config": {"cutoff": 4.0, "max_neighbors": 0}},
 }
 
 
@@ -51,8 +54,8 @@ def _train(name: str, root: Path) -> Path:
         preset=spec["preset"],
         model_config=dict(spec["model_config"]),
         data=DataConfig(emt_size=120, emt_seed=0, train_size=96, max_val=16, cache_dir=str(root / "cache")),
-        optim=OptimConfig(lr=3e-3, ema_decay=0.9),
-        epochs=3,
+        optim=OptimConfig(lr=1e-2, ema_decay=0.9),
+        epochs=10,
         batch_size=8,
         max_atoms_per_batch=256,
         seed=0,
@@ -71,10 +74,10 @@ def _train(name: str, root: Path) -> Path:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("calc")
-    return {name: _train(name, root) for name in TRIALS}
+    return {name: _train(name, root) for name in TRIALS}  # both share one EMT cache under root
 
 
-def _strained_cu(strain: float = 0.03, seed: int = 0):  # noqa: ANN202 - ase.Atoms
+def _strained_cu(strain: float = 0.03, seed: int = 0):
     from ase.build import bulk
 
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))  # 32 atoms
@@ -84,22 +87,26 @@ def _strained_cu(strain: float = 0.03, seed: int = 0):  # noqa: ANN202 - ase.Ato
     return atoms
 
 
-def _relax(atoms, steps: int = 15) -> tuple[float, float]:  # noqa: ANN001
+def _relax(atoms, steps: int = 15) -> tuple[float, float]:
+    """BFGS on positions and cell; returns the model energy before and after [eV]."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
+    from threadpoolctl import threadpool_limits
 
     e0 = atoms.get_potential_energy()
-    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.02, steps=steps)
+    # one BLAS thread: the filter's 9×9 matrix functions are ~100× slower with threads on a busy machine
+    with threadpool_limits(1):
+        BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.02, steps=steps)
     return e0, atoms.get_potential_energy()
 
 
-def _nve_drift(atoms) -> dict[str, float]:  # noqa: ANN001
+def _nve_drift(atoms) -> dict[str, float]:
     """Total-energy drift of 200 velocity-Verlet steps (1 fs) from 300 K, eV/atom."""
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
-    MaxwellBoltzmannDistribution(atoms, temperature_K=MD_TEMPERATURE_K, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=MD_TEMPERATURE_K, rng=np.random.default_rng(0))
     Stationary(atoms)
     n = len(atoms)
     totals = [atoms.get_potential_energy() + atoms.get_kinetic_energy()]
@@ -123,6 +130,12 @@ def test_calculator_shapes_units_and_checkpoint_metadata(trained: dict[str, Path
         model = load_potential(path)
         assert model.name == name and not model.training
         assert all(p.dtype == torch.float64 for p in model.parameters())
+        # trained with EMA: the calculator uses the averaged weights, not the last step's
+        assert ckpt["ema_state"] is not None
+        live = load_potential(path, use_ema=False)
+        key = next(k for k, _ in model.named_parameters())
+        assert torch.equal(model.state_dict()[key], ckpt["ema_state"][key].double())
+        assert not torch.equal(model.state_dict()[key], live.state_dict()[key])
         atoms = _strained_cu()
         atoms.calc = EngineCalculator(path)
         energy = atoms.get_potential_energy()
@@ -163,20 +176,24 @@ def test_relax_and_nve_energy_drift(trained: dict[str, Path], tmp_path: Path) ->
         atoms = _strained_cu()
         atoms.calc = EngineCalculator(model)
         e0, e1 = _relax(atoms)
-        assert e1 <= e0 + 1e-9, f"{name}: relaxation raised the model's energy ({e0} → {e1} eV)"
+        if model.force_mode == "conservative":  # direct forces are not −∇E: BFGS may raise E
+            assert e1 < e0, f"{name}: relaxation did not lower the model's energy ({e0} → {e1} eV)"
         results[name] = {
             "force_mode": model.force_mode,
             "n_params": model.num_parameters(),
-            "relax_energy_drop_ev": e0 - e1,
+            "preset": TRIALS[name]["preset"],
+            "relax_energy_change_ev_per_atom": (e1 - e0) / len(atoms),
             **_nve_drift(atoms),
         }
     out = tmp_path / "energy_drift.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"\nNVE energy drift ({MD_STEPS} steps × {MD_DT_FS} fs, 32 Cu atoms, {MD_TEMPERATURE_K:.0f} K) → {out}")
     print(json.dumps(results, indent=2))
-    fcn = results["fcn"]["drift_ev_per_atom"]
+    fcn = results["fcn"]["max_deviation_ev_per_atom"]
     assert np.isfinite(fcn) and fcn < CONSERVATIVE_DRIFT_MAX_EV_PER_ATOM
     assert np.isfinite(results["transformer"]["max_deviation_ev_per_atom"])
+    # the point of the comparison: a conservative model conserves energy far better
+    assert fcn < results["transformer"]["max_deviation_ev_per_atom"]
 
 
 def test_refuses_pickled_objects(tmp_path: Path) -> None:

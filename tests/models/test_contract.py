@@ -90,6 +90,17 @@ def test_output_shapes_and_dtypes(case, dtype, cells):
 
 
 @pytest.mark.parametrize("case", ALL)
+def test_bf16_autocast_keeps_float32_outputs(case, cells):
+    """The loop's --amp on CPU: bf16 autocast inside, physical outputs stay float32 and finite."""
+    model = build_model(case, torch.float32).eval()
+    batch = make_batch(cells, model, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    outputs = [out.energy, out.forces] + ([out.stress] if out.stress is not None else [])
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in outputs)
+
+
+@pytest.mark.parametrize("case", ALL)
 def test_structures_in_a_batch_do_not_interact(case, cells):
     model = build_model(case)
     together = _run(model, cells)

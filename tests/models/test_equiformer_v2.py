@@ -7,6 +7,8 @@ to the grid's sampling error, which must fall as ``grid_resolution`` grows.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -24,9 +26,21 @@ REFERENCE_COUNTS = {"eqV2-S": 31_207_434, "eqV2-M": 86_589_068, "eqV2-L": 153_76
 
 
 def tiny(lmax: int, mmax: int, **over) -> dict:
-    cfg = dict(num_layers=2, sphere_channels=8, attn_hidden_channels=8, num_heads=2, attn_alpha_channels=4,
-               attn_value_channels=4, ffn_hidden_channels=8, edge_channels=8, lmax=lmax, mmax=mmax, cutoff=5.0,
-               max_neighbors=12, grid_resolution=18)
+    cfg = dict(
+        num_layers=2,
+        sphere_channels=8,
+        attn_hidden_channels=8,
+        num_heads=2,
+        attn_alpha_channels=4,
+        attn_value_channels=4,
+        ffn_hidden_channels=8,
+        edge_channels=8,
+        lmax=lmax,
+        mmax=mmax,
+        cutoff=5.0,
+        max_neighbors=12,
+        grid_resolution=18,
+    )
     cfg.update(over)
     return cfg
 
@@ -59,8 +73,9 @@ def _run(model, records):
 def rotation_errors(model, records, rng) -> tuple[float, float, float]:
     """Relative errors of E invariance, F and σ equivariance under a random rotation."""
     rot = random_rotation(rng)
-    rotated = [Record(numbers=r.numbers, positions=r.positions @ rot.T, cell=r.cell @ rot.T, pbc=r.pbc)
-               for r in records]
+    rotated = [
+        Record(numbers=r.numbers, positions=r.positions @ rot.T, cell=r.cell @ rot.T, pbc=r.pbc) for r in records
+    ]
     a, b = _run(model, records), _run(model, rotated)
     q = torch.tensor(rot)
     e = float((b.energy - a.energy).abs().max() / a.energy.abs().max())
@@ -77,19 +92,30 @@ def assert_same(a, b, tol: float) -> None:
 def exact_symmetry_checks(model, records, rng, tol: float) -> None:
     """Translation, atom permutation and choice of periodic image leave the outputs unchanged."""
     base = _run(model, records)
-    shifted = [Record(numbers=r.numbers, positions=r.positions + rng.normal(size=3) * 3.0, cell=r.cell, pbc=r.pbc)
-               for r in records]
+    shifted = [
+        Record(numbers=r.numbers, positions=r.positions + rng.normal(size=3) * 3.0, cell=r.cell, pbc=r.pbc)
+        for r in records
+    ]
     assert_same(base, _run(model, shifted), tol)
     # other periodic images: move every atom by a random integer combination of lattice vectors
-    imaged = [Record(numbers=r.numbers, positions=r.positions + rng.integers(-2, 3, size=(r.n_atoms, 3)) @ r.cell,
-                     cell=r.cell, pbc=r.pbc) for r in records]
+    imaged = [
+        Record(
+            numbers=r.numbers,
+            positions=r.positions + rng.integers(-2, 3, size=(r.n_atoms, 3)) @ r.cell,
+            cell=r.cell,
+            pbc=r.pbc,
+        )
+        for r in records
+    ]
     assert_same(base, _run(model, imaged), tol)
     perms = [rng.permutation(r.n_atoms) for r in records]
-    permuted = [Record(numbers=r.numbers[p], positions=r.positions[p], cell=r.cell, pbc=r.pbc)
-                for r, p in zip(records, perms)]
+    permuted = [
+        Record(numbers=r.numbers[p], positions=r.positions[p], cell=r.cell, pbc=r.pbc) for r, p in zip(records, perms)
+    ]
     out = _run(model, permuted)
-    inverse = torch.from_numpy(np.concatenate([np.argsort(p) + o for p, o in
-                                               zip(perms, np.cumsum([0] + [r.n_atoms for r in records[:-1]]))]))
+    inverse = torch.from_numpy(
+        np.concatenate([np.argsort(p) + o for p, o in zip(perms, np.cumsum([0] + [r.n_atoms for r in records[:-1]]))])
+    )
     assert float((out.energy - base.energy).abs().max()) <= tol * float(base.energy.abs().max())
     assert float((out.forces[inverse] - base.forces).abs().max()) <= tol * float(base.forces.abs().max())
     assert float((out.stress - base.stress).abs().max()) <= tol * float(base.stress.abs().max())
@@ -132,8 +158,9 @@ def test_layout_and_stress_basis() -> None:
     basis = l2_basis()
     gram = torch.einsum("aij,bij->ab", basis, basis)
     assert torch.allclose(gram, torch.eye(5, dtype=torch.float64), atol=1e-12)
-    assert torch.allclose(basis, basis.transpose(1, 2)) and torch.allclose(torch.einsum("mii->m", basis),
-                                                                           torch.zeros(5, dtype=torch.float64))
+    assert torch.allclose(basis, basis.transpose(1, 2)) and torch.allclose(
+        torch.einsum("mii->m", basis), torch.zeros(5, dtype=torch.float64)
+    )
 
 
 # -- symmetries ---------------------------------------------------------------------------------------
@@ -159,7 +186,7 @@ def test_s2_grid_error_falls_with_resolution(structures, lmax: int, mmax: int) -
     for res in (14, 18, 24, 36):
         model = build(tiny(lmax, mmax, grid_resolution=res))
         errors.append(max(rotation_errors(model, structures, np.random.default_rng(0))))
-    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert all(b < a for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] <= 1e-5, errors
     # lmax 6 on the published 18×18 grid is the coarsest case (~1e-2 at init); 24×24 is already ≤ 1e-3
     assert errors[2] <= 1e-3, errors
@@ -178,6 +205,26 @@ def test_random_edge_roll_is_seeded_and_only_moves_outputs_at_grid_error(structu
     assert torch.equal(out_a.forces, out_b.forces)  # same seed → same rolls
     again = _run(a, structures)  # next draw of rolls
     assert float((again.forces - out_a.forces).norm() / out_a.forces.norm()) < 1e-3
+
+
+def test_gate_activation_switch_is_exactly_equivariant(structures) -> None:
+    # use_gate_act (published switch) with the non-grid FFN: no grid anywhere, so exact without the test switch
+    model = build(tiny(4, 2, use_gate_act=True, use_grid_mlp=False))
+    assert max(rotation_errors(model, structures, np.random.default_rng(5))) <= 1e-9
+
+
+def test_separable_s2_ffn_switch_runs_and_is_equivariant_to_grid_error(structures) -> None:
+    model = build(tiny(4, 2, use_grid_mlp=False))
+    assert max(rotation_errors(model, structures, np.random.default_rng(6))) <= 1e-3
+
+
+def test_state_dict_round_trip_with_weights_only(structures, tmp_path) -> None:
+    model = build(tiny(2, 1, exact_equivariant_gate=True))
+    torch.save({"model_state": model.state_dict()}, tmp_path / "checkpoint.pt")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model_state"]
+    other = build(tiny(2, 1, exact_equivariant_gate=True), seed=1)
+    other.load_state_dict(state)
+    assert_same(_run(model, structures), _run(other, structures), 1e-12)
 
 
 # -- sizes and configs --------------------------------------------------------------------------------
@@ -235,7 +282,7 @@ def test_loss_falls_on_emt_for_smallest_ladder_size(emt_set) -> None:
     model = models.build("equiformer_v2", {"cutoff": 6.0}, preset="e0")
     model.set_normalization(fit_normalization(emt_set))
     batch = make_batch(emt_set, model, dtype=torch.float32)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     n_atoms = batch.n_atoms.to(torch.float32)
 
     def loss_fn() -> torch.Tensor:
@@ -247,11 +294,11 @@ def test_loss_falls_on_emt_for_smallest_ladder_size(emt_set) -> None:
 
     model.train()
     losses = []
-    for _ in range(40):
+    for _ in range(25):
         opt.zero_grad()
         loss = loss_fn()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.isfinite(losses).all()
-    assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
+    assert np.mean(losses[-5:]) < 0.6 * losses[0], losses

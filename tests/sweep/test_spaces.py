@@ -105,7 +105,7 @@ def test_load_space_errors_name_the_file(tmp_path):
         load_space(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("axis: [params\n")
-    with pytest.raises(ConfigError, match="cannot parse .*broken.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot parse .*broken\.yaml"):
         load_space(broken)
     data = tmp_path / "data.yaml"
     data.write_text(yaml.safe_dump(make(axis="data")))

@@ -12,9 +12,10 @@ from engine.errors import TrackingError
 from engine.sweep.tracking import SweepTracker, check_reachable, flatten, trial_params
 
 
-@pytest.fixture
-def uri(tmp_path):
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory):
+    """One SQLite store for the module (creating MLflow's tables costs seconds); sweeps differ by name."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
 def test_flatten_and_trial_params():
@@ -25,7 +26,7 @@ def test_flatten_and_trial_params():
     assert params["model"] == "fcn" and params["trial_id"] == "t-1"
 
 
-def test_runs_are_found_by_tag_and_epochs_never_logged_twice(uri, tmp_path):
+def test_runs_are_found_by_tag_and_epochs_never_logged_twice(uri):
     tracker = SweepTracker(uri, "sw", "params")
     parent = tracker.start_parent({"axis": "params", "sizes": ["p0"]}, "axis: params\n")
     tracker.start_trial("t0", {"model": "fcn", "lr": 0.01}, checkpoint_path="/x/checkpoint.pt")

@@ -1,0 +1,190 @@
+"""Fit every axis and metric a sweep holds: the numbers a report prints, as one JSON-ready dict.
+
+- params axis → final metric vs n_params; data axis → vs train_size (per-axis forms, LOO choice,
+  extrapolation check); every sweep with FLOPs → the compute frontier, L(C) and Chinchilla
+  approaches 1–2; every sweep with ≥ 3 sizes × ≥ 3 data sizes → the joint law and approach 3.
+- Seeds at one scale are averaged; intervals come from a bootstrap over runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from engine import metrics as M
+from engine.fit.frontier import Curve, allocation_from_joint, fit_frontier
+from engine.fit.joint import fit_joint
+from engine.fit.powerlaw import AxisFit, fit_axis
+from engine.fit.result import FitUnavailable, LawFit, jsonable
+from engine.report.collect import SweepData
+
+DEFAULT_METRICS = [
+    M.VAL_LOSS,
+    f"val_{M.ENERGY_MAE}",
+    f"val_{M.FORCES_MAE}",
+    f"val_{M.STRESS_MAE}",
+]
+AXIS_VARIABLES = {"params": [M.N_PARAMS], "data": [M.TRAIN_SIZE], "compute": [], "hpo": []}
+
+# Seed study (arXiv 2509.21811), EquiformerV2, L = α·N^−β on total validation loss
+SEED_PAPER = {
+    "source": "arXiv 2509.21811 (EquiformerV2 on OMat24, L = α·X^−β, total validation loss)",
+    "fits": {
+        M.N_PARAMS: {"alpha": 7.76e2, "beta": 0.383},
+        M.FLOPS_CUM: {"alpha": 4.99e5, "beta": 0.339},
+        M.TRAIN_SIZE: {"alpha": 64.7, "beta": 0.242},
+    },
+    "naive_val_loss": {"predict zero": 17.56, "predict the mean": 6.48, "1-nearest neighbour": 5.70},
+    "note": "their data set and loss weights differ: compare exponents, not loss levels",
+}
+
+
+@dataclass
+class SweepAnalysis:
+    """JSON summary plus the fit objects (with bootstrap samples) that the figures draw."""
+
+    summary: dict
+    axis_fits: dict[str, dict[str, AxisFit]] = field(default_factory=dict)  # metric → variable → fit
+    run_points: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    curves: dict[str, list[Curve]] = field(default_factory=dict)  # metric → curves
+    frontiers: dict[str, dict] = field(default_factory=dict)
+    joints: dict[str, LawFit] = field(default_factory=dict)
+
+
+def final_values(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per finished run: its last logged value of ``metric`` with n_params, train_size, seed."""
+    done = frame[frame["status"] == "FINISHED"]
+    rows = []
+    for run_id, g in done.groupby("run_id", sort=True):
+        vals = g.dropna(subset=[metric]) if metric in g else g.iloc[0:0]
+        if vals.empty:
+            continue
+        last = vals.sort_values(M.EPOCH).iloc[-1]
+        rows.append({"run_id": run_id, M.N_PARAMS: last[M.N_PARAMS], M.TRAIN_SIZE: last[M.TRAIN_SIZE],
+                     "seed": last["seed"], M.EPOCH: last[M.EPOCH], metric: last[metric]})
+    return pd.DataFrame(rows, columns=["run_id", M.N_PARAMS, M.TRAIN_SIZE, "seed", M.EPOCH, metric])
+
+
+def curves_of(frame: pd.DataFrame, metric: str) -> list[Curve]:
+    """Every run's (flops_cum, metric) curve, any status: runs stopped early still trace the frontier."""
+    out = []
+    for run_id, g in frame.groupby("run_id", sort=True):
+        if metric not in g:
+            continue
+        g = g.dropna(subset=[metric, M.FLOPS_CUM]).sort_values(M.EPOCH)
+        if g.empty:
+            continue
+        out.append(Curve(str(run_id), float(g[M.N_PARAMS].iloc[0]), float(g[M.TRAIN_SIZE].iloc[0]),
+                         g[M.FLOPS_CUM].to_numpy(float), g[metric].to_numpy(float), g[M.EPOCH].to_numpy(float)))
+    return out
+
+
+def _usable(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    ok = np.ones(len(df), dtype=bool)
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
+        ok &= np.isfinite(v) & (v > 0)
+    return df[ok]
+
+
+def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int = 500, seed: int = 0) -> SweepAnalysis:
+    """Fit what the sweep's axis and data allow, for each requested metric that the runs logged."""
+    frame = data.frame
+    wanted = metrics or DEFAULT_METRICS
+    present = [m for m in wanted if m in frame and frame[m].notna().any()]
+    variables = AXIS_VARIABLES.get(data.axis or "", [M.N_PARAMS, M.TRAIN_SIZE])
+    runs = frame.drop_duplicates("run_id")
+    summary: dict = {
+        "sweep": data.name,
+        "axis": data.axis,
+        "tracking_uri": data.tracking_uri,
+        "parent_run_id": data.parent_run_id,
+        "n_trials": len(runs),
+        "status_counts": {str(k): int(v) for k, v in runs["status"].value_counts().items()},
+        "models": sorted({str(m) for m in runs["model"].dropna()}),
+        "n_params_values": sorted({float(v) for v in runs[M.N_PARAMS].dropna()}),
+        "train_size_values": sorted({float(v) for v in runs[M.TRAIN_SIZE].dropna()}),
+        "metrics": present,
+        "metrics_missing": [m for m in wanted if m not in present],
+        "n_boot": n_boot,
+        "bootstrap_seed": seed,
+        "axis_fits": {},
+        "frontier": {},
+        "joint": {},
+        "allocation": {},
+        "baselines": data.baselines,
+        "seed_paper": SEED_PAPER,
+    }
+    out = SweepAnalysis(summary)
+    for metric in present:
+        finals = final_values(frame, metric)
+        summary["axis_fits"][metric] = {}
+        out.axis_fits[metric], out.run_points[metric] = {}, {}
+        for var in variables:
+            df = _usable(finals, [var, metric])
+            x, y = df[var].to_numpy(float), df[metric].to_numpy(float)
+            out.run_points[metric][var] = (x, y)
+            if len(np.unique(x)) < 3:
+                summary["axis_fits"][metric][var] = {
+                    "not_available": f"{len(np.unique(x))} distinct {var} values among finished runs; needs ≥ 3"
+                }
+                continue
+            fit = fit_axis(x, y, variable=var, metric=metric, n_boot=n_boot, seed=seed)
+            out.axis_fits[metric][var] = fit
+            summary["axis_fits"][metric][var] = fit.to_dict()
+
+        curves = curves_of(frame, metric)
+        out.curves[metric] = curves
+        if curves:
+            fr = fit_frontier(curves, n_boot=min(n_boot, 200), seed=seed)
+            out.frontiers[metric] = fr
+            summary["frontier"][metric] = _frontier_summary(fr)
+        else:
+            summary["frontier"][metric] = {"not_available": "no run logged flops_cum with this metric"}
+
+        df = _usable(finals, [M.N_PARAMS, M.TRAIN_SIZE, metric])
+        try:
+            jf = fit_joint(df[M.N_PARAMS], df[M.TRAIN_SIZE], df[metric], n_boot=min(n_boot, 200), seed=seed)
+            out.joints[metric] = jf
+            summary["joint"][metric] = jf.to_dict()
+        except FitUnavailable as exc:
+            summary["joint"][metric] = {"not_available": str(exc)}
+
+    primary = M.VAL_LOSS if M.VAL_LOSS in present else (present[0] if present else None)
+    if primary:
+        fr = summary["frontier"].get(primary, {})
+        joint = out.joints.get(primary)
+        summary["allocation"] = {
+            "metric": primary,
+            "approach1": fr.get("approach1", {"not_available": fr.get("not_available", "no frontier")}),
+            "approach2": fr.get("approach2", {"not_available": fr.get("not_available", "no frontier")}),
+            "approach3": allocation_from_joint(joint, summary["joint"][primary].get("not_available", "")),
+        }
+    return out
+
+
+def _frontier_summary(fr: dict) -> dict:
+    """The frontier result without bootstrap arrays, trimmed to what the report prints."""
+    law = {k: v for k, v in fr.get("law", {}).items() if k != "boot_theta"}
+    a2 = dict(fr.get("approach2", {}))
+    return jsonable(
+        {
+            "n_runs": fr["n_runs"],
+            "frontier": fr["frontier"],
+            "law": law,
+            "approach1": fr.get("approach1", {}),
+            "approach2": a2,
+        }
+    )
+
+
+def fmt(v, digits: int = 4) -> str:
+    """The one number format shared by report.md, report.html and the tests."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    return f"{float(v):.{digits}g}"
