@@ -87,12 +87,13 @@ def run() -> list[dict]:
             else:
                 os.environ[k] = v
         shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()[0]  # a shared machine: say how busy it was
     per_one = (one_wall - one_loop) / n_one
     per_two = (two_wall - two_loop) / n_two
     rows += [
         {"name": "engine overhead, one-worker trial", "value": per_one, "unit": "s/trial",
          "notes": f"{n_one} sequential trials (transformer p0-p3, 40 structures, 2 epochs), Ray already up; "
-                  f"sweep {one_wall:.1f} s, loop {one_loop:.1f} s; target ≤ 3 s"},
+                  f"sweep {one_wall:.1f} s, loop {one_loop:.1f} s; load average {load:.1f}; target ≤ 3 s"},
         {"name": "engine overhead, two-worker DDP trial", "value": per_two, "unit": "s/trial",
          "notes": f"Ray Train TorchTrainer (gloo, 2×0.5 CPU) inside the Tune trial; sweep {two_wall:.1f} s, "
                   f"loop {two_loop:.1f} s"},

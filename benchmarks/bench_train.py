@@ -30,16 +30,17 @@ from engine.loop.flops import FlopAccountant
 from engine.loop.loop import StepContext, train_step
 from engine.loop.schedule import WarmupCosine
 
-N_STRUCTURES = 192  # fresh EMT structures (seed 4242) the steps draw batches from
+N_STRUCTURES = 384  # fresh EMT structures (seed 4242) the steps draw batches from
 BATCH_SIZE = 16  # structures per batch, the loop's default
 MAX_ATOMS = 1024
-# (label, family, model config): each family at two sizes; the transformer at d_model 256 is the MFU target
+# (label, family, model config, structures per batch): each family at two sizes; the transformer at
+# d_model 256 is the MFU target, run at the seed study's batch of 64 structures
 CASES = (
-    ("fcn default (hidden 64)", "fcn", {}),
-    ("fcn hidden 256 depth 3", "fcn", {"hidden": 256, "depth": 3, "species_channels": 8}),
-    ("transformer default (d 64)", "transformer", {}),
-    ("transformer d 256 depth 3", "transformer", {"d_model": 256, "depth": 3, "heads": 2}),
-    ("transformer periodic d 64", "transformer", {"periodic": True, "xyz_input": False}),
+    ("fcn default (hidden 64)", "fcn", {}, BATCH_SIZE),
+    ("fcn hidden 256 depth 3", "fcn", {"hidden": 256, "depth": 3, "species_channels": 8}, BATCH_SIZE),
+    ("transformer default (d 64)", "transformer", {}, BATCH_SIZE),
+    ("transformer d 256 depth 3, batch 64", "transformer", {"d_model": 256, "depth": 3, "heads": 2}, 64),
+    ("transformer periodic d 64", "transformer", {"periodic": True, "xyz_input": False}, BATCH_SIZE),
 )
 
 
@@ -58,10 +59,12 @@ def matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> f
 
 @dataclass
 class StepTiming:
+    """Medians over steps (robust to a shared machine's load swings)."""
+
     seconds_per_step: float
     flops_per_step: float
-    structures_per_step: float
-    atoms_per_step: float
+    structures_per_s: float
+    atoms_per_s: float
 
 
 def _context(family: str, model_config: dict, amp: bool, records: list) -> tuple[StepContext, GraphDataset]:
@@ -78,32 +81,42 @@ def _context(family: str, model_config: dict, amp: bool, records: list) -> tuple
     return ctx, dataset
 
 
-def time_steps(ctx: StepContext, dataset: GraphDataset, n_steps: int, mode: str) -> StepTiming:
-    """Mean step time over ``n_steps`` batches after one warm-up step.
+MODES = ("off", "every", "loop")
 
-    ``mode``: "off" (no FLOPs), "every" (the counter on every step), "loop" (the loop's
-    :class:`FlopAccountant`: counted until the batch sizes are spanned, then solved).
+
+def time_modes(
+    ctx: StepContext, dataset: GraphDataset, n_steps: int, batch_size: int = BATCH_SIZE
+) -> tuple[dict[str, StepTiming], FlopAccountant]:
+    """Time ``n_steps`` training steps in each FLOP mode, interleaved batch by batch so load drifts cancel.
+
+    Modes: "off" (no FLOPs), "every" (the counter on every step), "loop" (the loop's
+    :class:`FlopAccountant`: counted until the batch sizes are spanned, then solved exactly).
     """
-    ctx.config.count_flops = mode != "off"
-    ctx.flops = FlopAccountant() if mode == "loop" else None
     order = np.random.default_rng(0).permutation(len(dataset))
-    batches = pack_batches(dataset.sizes(), BATCH_SIZE, MAX_ATOMS, order)
-    prepared = [dataset.batch(idx) for idx in batches]  # collation timed separately (data path)
-    train_step(ctx, prepared[0])
-    steps = [prepared[1 + k % (len(prepared) - 1)] for k in range(n_steps)]
-    flops = 0
-    t0 = time.perf_counter()
-    for batch in steps:
-        _, f = train_step(ctx, batch)
-        flops += f
-    elapsed = time.perf_counter() - t0
-    n = len(steps)
-    return StepTiming(
-        seconds_per_step=elapsed / n,
-        flops_per_step=flops / n,
-        structures_per_step=sum(b.num_graphs for b in steps) / n,
-        atoms_per_step=sum(b.num_atoms for b in steps) / n,
-    )
+    max_atoms = MAX_ATOMS * max(1, batch_size // BATCH_SIZE)
+    prepared = [dataset.batch(idx) for idx in pack_batches(dataset.sizes(), batch_size, max_atoms, order)]
+    accountant = FlopAccountant()
+    ctx.config.count_flops = False
+    train_step(ctx, prepared[0])  # warm-up
+    samples: dict[str, list[tuple[float, int, int, int]]] = {m: [] for m in MODES}
+    for k in range(n_steps):
+        batch = prepared[1 + k % (len(prepared) - 1)]
+        for mode in MODES:
+            ctx.config.count_flops = mode != "off"
+            ctx.flops = accountant if mode == "loop" else None
+            t0 = time.perf_counter()
+            _, flops = train_step(ctx, batch)
+            samples[mode].append((time.perf_counter() - t0, flops, batch.num_graphs, batch.num_atoms))
+    out = {}
+    for mode, rows in samples.items():
+        t = np.array([r[0] for r in rows])
+        out[mode] = StepTiming(
+            seconds_per_step=float(np.median(t)),
+            flops_per_step=float(np.mean([r[1] for r in samples["every"]])),
+            structures_per_s=float(np.median([r[2] for r in rows] / t)),
+            atoms_per_s=float(np.median([r[3] for r in rows] / t)),
+        )
+    return out, accountant
 
 
 def data_path_seconds(dataset: GraphDataset, n_batches: int) -> tuple[float, float]:
@@ -127,50 +140,52 @@ def _row(name: str, value: float, unit: str, notes: str) -> dict:
     return {"name": name, "value": value, "unit": unit, "notes": notes}
 
 
-def run(n_steps: int = 6, threads: int | None = None) -> list[dict]:
+def run(n_steps: int = 12, threads: int | None = None) -> list[dict]:
     """Benchmark every case of :data:`CASES` in fp32 and bf16 autocast; see the module docstring."""
     from engine.data.emt import generate_records
 
     if threads:
         torch.set_num_threads(threads)
     nt = torch.get_num_threads()
-    load = os.getloadavg()[0]
     records = generate_records(seed=4242, size=N_STRUCTURES, progress=False)
-    peak32 = matmul_flops_per_s(torch.float32)
-    peak16 = matmul_flops_per_s(torch.bfloat16)
-    where = f"{nt} thread(s), load {load:.1f}"
-    rows = [
-        _row("matmul fp32 2048³", peak32 / 1e9, "GFLOP/s", f"MFU denominator; {where}"),
-        _row("matmul bf16 2048³", peak16 / 1e9, "GFLOP/s", f"bf16 ÷ fp32 = {peak16 / peak32:.2f}; {where}"),
-    ]
+    # the matmul rates are re-measured before every case; the best (least disturbed) one is the peak
+    peaks: dict[torch.dtype, float] = {torch.float32: 0.0, torch.bfloat16: 0.0}
+    measured = []
     smallest_step = None
     data_dataset = None
-    for label, family, mc in CASES:
+    for label, family, mc, batch_size in CASES:
         for amp in (False, True):
+            for dtype in peaks:
+                peaks[dtype] = max(peaks[dtype], matmul_flops_per_s(dtype))
             ctx, dataset = _context(family, mc, amp, records)
-            n_params = ctx.module.num_parameters()
-            timed = time_steps(ctx, dataset, n_steps, mode="every")
-            plain = time_steps(ctx, dataset, n_steps, mode="off")
-            loop = time_steps(ctx, dataset, 3 * n_steps, mode="loop")
-            tag = f"{label}{' amp-bf16' if amp else ''}"
-            achieved = timed.flops_per_step / plain.seconds_per_step
-            note = f"{n_params:,} params, {plain.atoms_per_step:.0f} atoms/step, {where}"
-            rows.append(_row(f"train {tag}: structures/s", timed.structures_per_step / plain.seconds_per_step,
-                             "structures/s", note))  # fmt: skip
-            rows.append(_row(f"train {tag}: atoms/s", timed.atoms_per_step / plain.seconds_per_step, "atoms/s", note))
-            mfu_note = f"{achieved / 1e9:.2f} GFLOP/s achieved, {timed.flops_per_step / 1e6:.1f} MFLOP/step"
-            rows.append(_row(f"train {tag}: MFU vs fp32 matmul", achieved / peak32, "fraction", mfu_note))
-            if amp:
-                rows.append(_row(f"train {tag}: ratio to bf16 matmul", achieved / peak16, "fraction", mfu_note))
-            overhead = timed.seconds_per_step / plain.seconds_per_step - 1.0
-            rows.append(_row(f"train {tag}: FLOP-count overhead, every step", overhead, "fraction of step",
-                             "counter (TorchDispatchMode) on every step vs off"))  # fmt: skip
-            overhead = loop.seconds_per_step / plain.seconds_per_step - 1.0
-            rows.append(_row(f"train {tag}: FLOP-count overhead, loop accountant", overhead, "fraction of step",
-                             f"{3 * n_steps} steps: counted until spanned, then solved exactly"))  # fmt: skip
-            if not amp and (smallest_step is None or n_params < smallest_step[1]):
-                smallest_step = (label, n_params, plain.seconds_per_step)
+            timings, accountant = time_modes(ctx, dataset, n_steps, batch_size)
+            measured.append((label, amp, ctx.module.num_parameters(), timings, accountant, os.getloadavg()[0]))
+            if not amp and (smallest_step is None or ctx.module.num_parameters() < smallest_step[1]):
+                smallest_step = (label, ctx.module.num_parameters(), timings["off"].seconds_per_step)
                 data_dataset = dataset
+    peak32, peak16 = peaks[torch.float32], peaks[torch.bfloat16]
+    where = f"{nt} thread(s), load {os.getloadavg()[0]:.1f}"
+    rows = [
+        _row("matmul fp32 2048³", peak32 / 1e9, "GFLOP/s", f"MFU denominator (best of the run); {where}"),
+        _row("matmul bf16 2048³", peak16 / 1e9, "GFLOP/s", f"bf16 ÷ fp32 = {peak16 / peak32:.2f}; {where}"),
+    ]
+    for label, amp, n_params, timings, accountant, load in measured:
+        tag = f"{label}{' amp-bf16' if amp else ''}"
+        off, every, loop = timings["off"], timings["every"], timings["loop"]
+        achieved = off.flops_per_step / off.seconds_per_step
+        note = f"{n_params:,} params, {nt} thread(s), load {load:.1f}, median of {n_steps} steps"
+        rows.append(_row(f"train {tag}: structures/s", off.structures_per_s, "structures/s", note))
+        rows.append(_row(f"train {tag}: atoms/s", off.atoms_per_s, "atoms/s", note))
+        mfu_note = f"{achieved / 1e9:.2f} GFLOP/s achieved, {off.flops_per_step / 1e6:.1f} MFLOP/step"
+        rows.append(_row(f"train {tag}: MFU vs fp32 matmul", achieved / peak32, "fraction", mfu_note))
+        if amp:
+            rows.append(_row(f"train {tag}: ratio to bf16 matmul", achieved / peak16, "fraction", mfu_note))
+        rows.append(_row(f"train {tag}: FLOP-count overhead, every step",
+                         every.seconds_per_step / off.seconds_per_step - 1.0, "fraction of step",
+                         "lean counter (TorchDispatchMode) on every step vs off"))  # fmt: skip
+        rows.append(_row(f"train {tag}: FLOP-count overhead, loop accountant",
+                         loop.seconds_per_step / off.seconds_per_step - 1.0, "fraction of step",
+                         f"counted {accountant.counted} of {accountant.steps} steps, rest solved exactly"))  # fmt: skip
     assert smallest_step is not None and data_dataset is not None
     collate, neighbors = data_path_seconds(data_dataset, n_batches=n_steps)
     label, _, step_s = smallest_step

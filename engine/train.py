@@ -8,8 +8,9 @@ to stdout. Re-running with the same ``--run-dir`` resumes from its ``checkpoint.
 
 Examples::
 
-    python -m engine.train --model fcn --train-size 2000 --epochs 20
-    python -m engine.train --model transformer --preset p3 --train-size 2000 --epochs 20 --lr 1e-3
+    python -m engine.train --model fcn --train-size 2000
+    python -m engine.train --model transformer --preset p2 --train-size 2000   # periodic-aware
+    python -m engine.train --model transformer --train-size 2000 --epochs 20 --lr 1e-3
     python -m engine.train --model transformer --model-config d_model=128 depth=3 --amp
     python -m engine.train --config trial.yaml --data my_structures.extxyz --skip-bad-records
 """
@@ -39,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emt-size", type=int, help="structures in the embedded EMT dataset (before splitting)")
     p.add_argument("--train-size", type=int, help="structures in the (nested) training subset; 0 = all")
     p.add_argument("--skip-bad-records", action="store_true", default=None, help="skip and count malformed records")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--batch-size", type=int, help="structures per global batch")
+    p.add_argument("--epochs", type=int, help=f"default {CLI_DEFAULTS['epochs']} (without --config)")
+    p.add_argument("--lr", type=float, help=f"peak learning rate; default {CLI_DEFAULTS['optim']['lr']}")
+    p.add_argument("--batch-size", type=int, help=f"structures per global batch; default {CLI_DEFAULTS['batch_size']}")
     p.add_argument("--max-atoms-per-batch", type=int, help="atom budget per global batch")
     p.add_argument("--ema-decay", type=float, help="EMA of weights (e.g. 0.999); validation uses the average")
     p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CPU, fp16 + GradScaler on CUDA")
@@ -69,9 +70,20 @@ def parse_model_overrides(items: list[str]) -> dict:
     return out
 
 
+# Without --config, one-off runs start from a recipe tuned so that fcn and the periodic transformer
+# (preset p2) cut the validation loss of the untrained model ≥ 5× on 2,000 EMT structures within
+# 5 minutes on a 2-core CPU; sweeps use TrialConfig's own defaults (the seed study's).
+CLI_DEFAULTS = {"epochs": 8, "batch_size": 32, "optim": {"lr": 5e-3}}
+
+
 def config_from_args(args: argparse.Namespace) -> TrialConfig:
-    """A validated TrialConfig: defaults, then ``--config``, then flags."""
-    base = load_trial_config(args.config) if args.config else TrialConfig()
+    """A validated TrialConfig: :data:`CLI_DEFAULTS` (or a ``--config`` file), then flags."""
+    if args.config:
+        base = load_trial_config(args.config)
+    else:
+        base = TrialConfig()
+        base.epochs, base.batch_size = CLI_DEFAULTS["epochs"], CLI_DEFAULTS["batch_size"]
+        base.optim.lr = CLI_DEFAULTS["optim"]["lr"]
     values = base.to_dict()
     top = {
         "model": args.model,

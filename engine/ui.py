@@ -206,13 +206,13 @@ def start_ui(
     return handle
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_forever(handle: UIHandle) -> None:
     """Block until Ctrl-C or SIGTERM (or the server dies), then stop the server's group."""
-
-    def _term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _term)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while handle.process.poll() is None:
             time.sleep(0.5)
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)"
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a SIGTERM during start-up also stops the server group
     handle = start_ui(port=args.port, host=args.host, tracking_uri=args.tracking_uri)
     print(f"MLflow UI: {handle.url}  (store {args.tracking_uri or default_tracking_uri()}; Ctrl-C to stop)", flush=True)
     serve_forever(handle)

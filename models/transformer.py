@@ -18,10 +18,12 @@ under PBC): each layer gets a per-head attention bias from a Gaussian expansion 
 distance times a cosine cutoff, and the force head becomes pairwise,
 f_i = Σ_j w_ij · r_ij / r_c with w_ij = MLP(h_i + h_j, h_i ⊙ h_j, rbf(r_ij)) · f_c(r_ij)
 symmetric in i, j (so Σ_i f_i = 0 when the edge list is symmetric) and r_ij the edge vector
-from i to j's image; stress becomes ŝ = (1/n_atoms) Σ_edges u_ij r̂_ij ⊗ r̂_ij. Both follow
-the geometry and rotate with it. With ``xyz_input=False`` (the ``p*`` presets) the periodic
-model is invariant to translation, rotation and image choice, and its forces and stress are
-equivariant.
+from i to j's image; stress becomes ŝ = (1/n_atoms) Σ_edges u_ij r̂_ij ⊗ r̂_ij; and the
+energy gains a pair term (1/k) Σ_edges v_ij (softmax attention averages and cannot count
+neighbors, so energy alone would miss density). w, u, v are the pair MLP's three outputs, all
+times f_c(r_ij). Forces and stress follow the geometry and rotate with it. With
+``xyz_input=False`` (the ``p*`` presets) the periodic model is invariant to translation,
+rotation and image choice, and its forces and stress are equivariant.
 """
 
 from __future__ import annotations
@@ -162,7 +164,9 @@ class Transformer(Potential):
         if c.periodic:
             self.rbf = GaussianBasis(0.0, c.cutoff, c.num_rbf)
             self.bias_proj = nn.Linear(c.num_rbf, c.depth * c.heads)
-            self.pair_head = MLP(2 * d + c.num_rbf, c.pair_hidden or d, 2)
+            self.pair_head = MLP(2 * d + c.num_rbf, c.pair_hidden or d, 3)
+            # a typical neighbor count, so Σ_j v_ij stays O(1) at initialization
+            self.pair_energy_norm = float(c.max_neighbors if c.max_neighbors > 0 else 32)
         else:
             self.force_head = nn.Linear(d, 3)
             self.stress_head = nn.Linear(d, 6)
@@ -200,11 +204,13 @@ class Transformer(Potential):
             return RawOutput(energy=energy, forces=forces, stress=stress)
         src, dst = batch.edge_index[0], batch.edge_index[1]
         pair_in = torch.cat([h[dst] + h[src], h[dst] * h[src], rbf.to(h.dtype)], dim=-1)
-        wu = self.pair_head(pair_in).to(dtype) * fc.unsqueeze(-1).to(dtype)  # (E, 2)
-        forces = scatter_sum(wu[:, :1] * geometry.vec / c.cutoff, dst, batch.num_atoms)
+        wuv = self.pair_head(pair_in).to(dtype) * fc.unsqueeze(-1).to(dtype)  # (E, 3): force, stress, energy
+        forces = scatter_sum(wuv[:, :1] * geometry.vec / c.cutoff, dst, batch.num_atoms)
         unit = geometry.vec / geometry.dist.clamp_min(1e-9).unsqueeze(-1)
-        outer = wu[:, 1, None, None] * unit.unsqueeze(-1) * unit.unsqueeze(-2)  # (E, 3, 3)
+        outer = wuv[:, 1, None, None] * unit.unsqueeze(-1) * unit.unsqueeze(-2)  # (E, 3, 3)
         stress = scatter_sum(outer, batch.batch[dst], B) / batch.n_atoms.to(dtype).view(-1, 1, 1)
+        # softmax attention averages, it cannot count neighbors: a pair energy term restores density sensitivity
+        energy = energy + scatter_sum(wuv[:, 2] / self.pair_energy_norm, batch.batch[dst], B)
         return RawOutput(energy=energy, forces=forces, stress=stress)
 
 
@@ -227,7 +233,7 @@ def forward_flops(config: TransformerConfig, n_atoms: Sequence[int], n_edges: in
         hidden = c.pair_hidden or d
         flops += 2 * N * d  # energy head
         flops += 2 * n_edges * c.num_rbf * c.depth * c.heads  # attention bias projection
-        flops += 2 * n_edges * (2 * d + c.num_rbf) * hidden + 2 * n_edges * hidden * 2  # pair MLP
+        flops += 2 * n_edges * (2 * d + c.num_rbf) * hidden + 2 * n_edges * hidden * 3  # pair MLP
     else:
         flops += 2 * N * d * (1 + 3 + 6)  # energy, forces, stress heads
     return int(flops)

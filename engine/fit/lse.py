@@ -164,7 +164,7 @@ def batched_lbfgs(
     memory: int = 10,
     ftol: float = 1e-10,
     gtol: float = 1e-4,
-    ftol_window: float = 1e-8,
+    ftol_window: float = 1e-6,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """L-BFGS (Nocedal & Wright 2006, Alg. 7.4/7.5) on many independent problems in one numpy pass.
 
@@ -174,6 +174,7 @@ def batched_lbfgs(
     """
     x = np.array(theta0, dtype=float)
     S, P = x.shape
+    memory = min(memory, 2 * P)  # ≤ 5 parameters: a longer history adds Python overhead, not curvature
     logx = np.asarray(logx, dtype=float)
     logy = np.asarray(logy, dtype=float)
     per_problem = logy.ndim == 2
@@ -266,7 +267,8 @@ def batched_lbfgs(
         df = f[m] - f_new[moved]
         x[m], f[m], g[m] = x_new[moved], f_new[moved], g_new[moved]
         sy = np.einsum("sp,sp->s", sv, yv)
-        keep = sy > 1e-12 * np.einsum("sp,sp->s", yv, yv)
+        # curvature condition with margin; tiny s·y would overflow ρ = 1/(s·y)
+        keep = sy > 1e-10 * np.sqrt(np.einsum("sp,sp->s", sv, sv) * np.einsum("sp,sp->s", yv, yv)) + 1e-300
         mk = m[keep]
         s_hist[head[mk], mk] = sv[keep]
         y_hist[head[mk], mk] = yv[keep]
@@ -370,11 +372,13 @@ def refit_many(
     logy: np.ndarray,
     weights: np.ndarray,
     starts: np.ndarray,
+    maxiter: int = 150,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refit B data sets (logy, weights: (B, n)) from the same few starts (m, P), all in one batch.
 
     Used for bootstrap resamples and leave-one-out refits, warm-started from the full fit's best
-    optima. ``logx`` is (n, K) shared or (B, n, K), one set of inputs per data set.
+    optima (warm starts converge in tens of iterations, hence the lower ``maxiter``).
+    ``logx`` is (n, K) shared or (B, n, K), one set of inputs per data set.
     Returns (θ (B, P) best per data set, ok (B,) whether that best converged).
     """
     logy = np.atleast_2d(logy)
@@ -386,7 +390,7 @@ def refit_many(
     theta0 = center(law, np.tile(starts, (B, 1)), shift)
     w = np.repeat(weights, m, axis=0)
     lx = np.repeat(logx, m, axis=0) if logx.ndim == 3 else logx
-    xc, f, _g, conv = batched_lbfgs(law, theta0, lx - shift, np.repeat(logy, m, axis=0), w)
+    xc, f, _g, conv = batched_lbfgs(law, theta0, lx - shift, np.repeat(logy, m, axis=0), w, maxiter=maxiter)
     x = uncenter(law, xc, shift)
     f = np.where(np.isfinite(f) & np.all(np.isfinite(x), axis=1), f, np.inf).reshape(B, m)
     best = np.argmin(f, axis=1)

@@ -5,9 +5,14 @@ a multiply-add is 2 FLOPs; matrix products (mm, addmm, bmm, baddbmm, convolution
 attention kernels) are counted, elementwise ops are not. A step is forward + backward
 (+ the double backward of conservative models, whose forces are −∂E/∂x).
 
-Why every step: atom graphs differ from batch to batch (atom counts, edge counts, per-structure
-attention sizes), so no shape signature repeats often enough to be cached; the count is made
-on every training step. The overhead is measured by ``benchmarks/bench_train.py``.
+Why not the stock counter on every step: ``FlopCounterMode`` tracks modules and tries to decompose
+every op, which made a small model's step 2.5–6× slower here. :class:`FlopCounter` applies the same
+formulas from a lean dispatch mode (same totals, tested), still +150–300 % on small CPU models.
+So the loop books FLOPs with :class:`FlopAccountant`: atom graphs differ from batch to batch, but a
+step's FLOPs are an integer-linear function of a few batch sizes (atoms, edges, structures, padded
+attention sizes); steps are counted until their sizes span the new batch's, then solved exactly,
+with periodic counted checks and a fall-back to counting every step if a check ever disagrees.
+The overhead of both paths is measured by ``benchmarks/bench_train.py``.
 
 Attention: on CPU, ``scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu``,
 which the stock counter maps to 0 FLOPs (DESIGN.md, Ray note 8). We register the standard

@@ -55,8 +55,12 @@ class SweepAnalysis:
 
 
 def final_values(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per finished run: its last logged value of ``metric`` with n_params, train_size, seed."""
-    done = frame[frame["status"] == "FINISHED"]
+    """One row per run trained to its end: its last logged value of ``metric`` with n_params, train_size, seed.
+
+    Runs that ASHA stopped early (MLflow FINISHED, tag engine.status=stopped) are left out here; their
+    curves still count for the compute frontier.
+    """
+    done = frame[(frame["status"] == "FINISHED") & (frame["engine_status"].fillna("completed") != "stopped")]
     rows = []
     for run_id, g in done.groupby("run_id", sort=True):
         vals = g.dropna(subset=[metric]) if metric in g else g.iloc[0:0]
@@ -163,6 +167,7 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
             "approach2": fr.get("approach2", {"not_available": fr.get("not_available", "no frontier")}),
             "approach3": allocation_from_joint(joint, summary["joint"][primary].get("not_available", "")),
         }
+    out.summary = jsonable(summary)
     return out
 
 

@@ -18,7 +18,8 @@ from engine import metrics as M
 from engine.errors import TrackingError, UserError
 from engine.paths import default_tracking_uri
 
-ID_COLUMNS = ["sweep", "run_id", "trial_id", "axis", "model", "preset", "n_params", "train_size", "seed", "status"]
+ID_COLUMNS = ["sweep", "run_id", "trial_id", "axis", "model", "preset", "n_params", "train_size", "seed", "status",
+              "engine_status"]
 CURVE_COLUMNS = [M.EPOCH, M.FLOPS_CUM, M.WALL_S]
 BASELINE_PREFIX = "baseline_"  # parent-run metrics such as baseline_predict_mean_val_loss (reference lines)
 
@@ -83,7 +84,8 @@ def collect_sweep(sweep: str, tracking_uri: str | None = None) -> SweepData:
     """All trial runs of ``sweep`` with their metric histories, as a tidy frame.
 
     Columns: sweep, run_id, trial_id, axis, model, preset, n_params, train_size, seed, status,
-    epoch, flops_cum, wall_s and every metric the trials logged (val_loss, val_energy_mae_mev_per_atom, …).
+    engine_status (the engine.status tag), epoch, flops_cum, wall_s and every metric the trials
+    logged (val_loss, val_energy_mae_mev_per_atom, …).
     Raises :class:`SweepNotFoundError` (one line naming the sweep and how to list sweeps) when empty.
     """
     uri = tracking_uri or default_tracking_uri()
@@ -112,6 +114,8 @@ def collect_sweep(sweep: str, tracking_uri: str | None = None) -> SweepData:
             "train_size": _num(params.get(M.TRAIN_SIZE, last.get(M.TRAIN_SIZE))),
             "seed": _num(params.get("seed")),
             "status": run.info.status,
+            # tag engine.status: completed | stopped (ASHA, FINISHED in MLflow) | interrupted | …
+            "engine_status": tags.get("engine.status"),
         }
         by_step: dict[int, dict[str, float]] = {}
         for key in last:

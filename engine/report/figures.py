@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
 from engine import metrics as M
 from engine.fit.frontier import Curve, frontier_band
@@ -39,6 +40,9 @@ def metric_label(metric: str) -> str:
 def _finish(fig, ax, path: Path, title: str) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # losses span < 2 decades: 3, 4, 6 read better than 3×10⁰
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine import paths
-from engine.errors import ConfigError, ResourceError
+from engine.errors import ConfigError, DataError, ResourceError
 from engine.sweep.spaces import SearchSpace, TrialSpec, expand, space_from_dict
 from engine.sweep.trial import DONE_FILE
 
@@ -120,6 +120,27 @@ def trial_spec_dict(spec: TrialSpec, space: SearchSpace, sweep_dir: Path) -> dic
     }
 
 
+def prepare_data(data_configs: list) -> None:
+    """Build each distinct embedded dataset once in the driver before any trial starts, so concurrent
+    trials find the cache filled instead of each generating it; a missing dataset file fails here."""
+    from engine.data.dataset import load_records
+
+    seen = set()
+    for cfg in data_configs:
+        pool = dataclasses.replace(cfg, train_size=None)
+        key = json.dumps(dataclasses.asdict(pool), sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        if pool.path is not None:  # a file dataset is read by each trial; here only check that it is there
+            if not Path(pool.path).expanduser().exists():
+                raise DataError(f"dataset {pool.path} not found; fix fixed.data.path in the search space")
+            continue
+        if not pool.cache_dir:
+            pool.cache_dir = str(paths.cache_dir())
+        load_records(pool, progress=False)
+
+
 # ---------------------------------------------------------------------------------------
 # Ray
 
@@ -190,6 +211,8 @@ def run_sweep(
     (``engine.tune`` passes one with Optuna); the default runs the grid with ``tune.grid_search``
     and, for axis ``compute``, ASHA with cumulative FLOPs as the time attribute.
     """
+    # Tune warns when a driver callback takes > 0.5 s; logging to SQLite on a busy machine often does
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
     from ray import tune
 
     from engine.sweep.progress import MlflowCallback, RecordingASHA, SweepLedger, TrialState
@@ -206,6 +229,14 @@ def run_sweep(
             f"sweep {options.name!r} already exists in {sweep_dir}; "
             "pass --resume to continue it or --name for a new one"
         )
+    uri = options.tracking_uri or paths.default_tracking_uri()
+    tracker = SweepTracker(uri, options.name, space.axis)
+    if not options.resume and tracker.child_runs():
+        # reusing them would skip the new metrics as "already logged"
+        raise ConfigError(
+            f"MLflow {uri} already has runs of a sweep named {options.name!r} (its folder is gone); "
+            "choose another --name or delete that MLflow experiment"
+        )
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "trials").mkdir(exist_ok=True)
     if not options.resume:
@@ -215,8 +246,6 @@ def run_sweep(
     elif space_text is None and (sweep_dir / "space.yaml").exists():
         space_text = (sweep_dir / "space.yaml").read_text()
 
-    uri = options.tracking_uri or paths.default_tracking_uri()
-    tracker = SweepTracker(uri, options.name, space.axis)
     tracker.close_leftovers()  # runs a killed driver left RUNNING; reopened below if their trial reruns
     parent_id = tracker.start_parent(space.to_dict(), space_text)
 
@@ -234,6 +263,8 @@ def run_sweep(
         )
     _restore_ledger(states, sweep_dir)
 
+    if options.address is None and todo:
+        prepare_data([s.config.data for s in todo])
     started_ray = init_ray(options.address, sweep_dir)
     interrupted = False
     scheduler = None

@@ -188,6 +188,8 @@ class SweepTracker:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)
         params = {f"space.{k}": v for k, v in flatten(space_dict).items()}
+        params["git_commit"] = tags["engine.git_commit"]  # a resumed sweep keeps the first value
+        params.update({f"version.{k}": v for k, v in versions.items()})
         params.update(extra_params or {})
         self._log_params(run_id, params)
         self.client.log_dict(run_id, space_dict, "search_space.json")

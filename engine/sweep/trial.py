@@ -46,7 +46,7 @@ def _resume_info(run_dir: Path) -> dict[str, float]:
         return {"resumed_from_epoch": 0.0, "resumed_from_step": 0.0}
     import torch
 
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads two numbers, not the weights
     return {"resumed_from_epoch": float(ck.get("epoch", 0)), "resumed_from_step": float(ck.get("step", 0))}
 
 

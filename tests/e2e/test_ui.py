@@ -82,7 +82,10 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
             start_ui(port=port, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", artifact_root=tmp_path / "a")
 
 
-def test_cli_prints_url_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=["ctrl-c", "sigterm"]
+)
+def test_cli_prints_url_and_ctrl_c_stops_everything(tmp_path: Path, sig: signal.Signals) -> None:
     uri = _make_store(tmp_path)
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
     (tmp_path / "cwd").mkdir()
@@ -102,7 +105,7 @@ def test_cli_prints_url_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             assert resp.status == 200
         tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         assert tree, "the UI server should run as a child process"
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        proc.send_signal(sig)  # SIGINT is what Ctrl-C sends to the foreground process
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:

@@ -45,7 +45,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 @pytest.mark.slow
 def test_two_ranks_take_the_same_step_as_one(tmp_path, monkeypatch):
     monkeypatch.setenv("ENGINE_CACHE", str(tmp_path / "cache"))
-    mp.spawn(_worker, args=(2, str(tmp_path / "pg"), str(tmp_path / "ddp")), nprocs=2, join=True)
+    # fork: the children inherit the imports (spawn would re-import torch, ase, ... in each)
+    mp.start_processes(_worker, args=(2, str(tmp_path / "pg"), str(tmp_path / "ddp")), nprocs=2, start_method="fork")
     for name, (model, n_train) in RUNS.items():
         single = run_trial(_config(model), tmp_path / "single" / name, splits=_splits(n_train), dtype=torch.float64)
         a = load_checkpoint(tmp_path / "single" / name / "checkpoint.pt")

@@ -120,3 +120,17 @@ def test_module_entry_point_prints_one_error_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("error: unknown model 'nosuchmodel'")
+
+
+def test_cli_defaults_flags_and_config_file_layering(tmp_path):
+    from engine.train import CLI_DEFAULTS, build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--model", "fcn"]))
+    assert (cfg.epochs, cfg.batch_size, cfg.optim.lr) == (8, 32, CLI_DEFAULTS["optim"]["lr"])
+    path = _bad_config(tmp_path, "epochs: 3\noptim: {lr: 0.002}\nmodel: transformer\nmodel_config: {d_model: 32}\n")
+    cfg = config_from_args(build_parser().parse_args(["--config", str(path), "--batch-size", "4", "--amp"]))
+    assert (cfg.epochs, cfg.batch_size, cfg.optim.lr, cfg.amp) == (3, 4, 0.002, True)
+    assert cfg.model == "transformer" and cfg.model_config == {"d_model": 32}
+    args = ["--model", "transformer", "--model-config", "periodic=true", "xyz_input=false", "--train-size", "50"]
+    cfg = config_from_args(build_parser().parse_args(args))
+    assert cfg.model_config == {"periodic": True, "xyz_input": False} and cfg.data.train_size == 50

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
 
 def log_sweep(uri: str, artifact_root: str, sweep: str, axis: str, sizes, data_sizes, seeds=(0, 1), epochs: int = 6,
-              exponent: float = 0.35, killed: int = 0) -> str:
-    """Create experiment ``sweep`` with a parent run and one child run per (N, D, seed) trial."""
+              exponent: float = 0.35, stopped: int = 0) -> str:
+    """Create experiment ``sweep`` with a parent run and one child run per (N, D, seed) trial.
+
+    The first ``stopped`` trials end as ASHA leaves them: MLflow FINISHED, tag engine.status=stopped.
+    """
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -19,7 +24,7 @@ def log_sweep(uri: str, artifact_root: str, sweep: str, axis: str, sizes, data_s
     pid = parent.info.run_id
     client.log_param(pid, "search_space", "{}")
     client.log_metric(pid, "baseline_predict_mean_val_loss", 3.0)
-    rng = np.random.default_rng(abs(hash(sweep)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(sweep.encode()))
     k = 0
     for n in sizes:
         for d in data_sizes:
@@ -45,10 +50,11 @@ def log_sweep(uri: str, artifact_root: str, sweep: str, axis: str, sizes, data_s
                             "val_forces_mae_mev_per_a": 500 * base * noise,
                             "n_params": float(n), "train_size": float(d)}
                     metrics += [Metric(key, float(v), ts + ep, ep) for key, v in vals.items()]
+                state = "stopped" if k <= stopped else "completed"
                 client.log_batch(rid, metrics=metrics, params=[Param(a, str(b)) for a, b in params.items()],
-                                 tags=[RunTag("engine.checkpoint_path", f"/tmp/{tid}/checkpoint.pt")])
-                status = "KILLED" if k <= killed else "FINISHED"
-                client.set_terminated(rid, status)
+                                 tags=[RunTag("engine.checkpoint_path", f"/tmp/{tid}/checkpoint.pt"),
+                                       RunTag("engine.status", state)])
+                client.set_terminated(rid, "FINISHED")
     client.set_terminated(pid, "FINISHED")
     return pid
 
@@ -59,7 +65,7 @@ def mlflow_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     art = str(root / "artifacts")
-    log_sweep(uri, art, "params-tiny", "params", sizes=[2e3, 8e3, 3e4, 1.2e5, 5e5], data_sizes=[800], killed=0)
+    log_sweep(uri, art, "params-tiny", "params", sizes=[2e3, 8e3, 3e4, 1.2e5, 5e5], data_sizes=[800], stopped=1)
     log_sweep(uri, art, "params-other", "params", sizes=[2e3, 8e3, 3e4, 1.2e5], data_sizes=[800], seeds=(0,),
               exponent=0.25)
     return uri, art

@@ -199,9 +199,10 @@ def test_tune_then_scale_with_lr_from(ray_session, engine_env, capsys):
         "axis": "params", "model": "transformer", "sizes": ["p0"], "train_sizes": [40], "seeds": [0], "fixed": fixed,
     })
     assert scale_main(["--space", str(params), "--name", "tuned", "--lr-from", "tiny-hpo", "--epochs", "1",
-                       "--no-report"]) == 0
+                       "--amp", "--no-report"]) == 0
     config = json.loads((engine_env["sweeps"] / "tuned" / "trials" / "transformer-p0-n40-s0" / "config.json")
                         .read_text())
     assert config["optim"]["lr"] == pytest.approx(best["lr"]) and config["batch_size"] == best["batch_size"]
+    assert config["amp"] is True  # bf16 autocast on CPU: the AMP code path runs in the sweep
     with pytest.raises(ConfigError, match=r"run python -m engine\.tune first"):
         scale_main(["--space", str(params), "--name", "x", "--lr-from", "no-such-sweep"])

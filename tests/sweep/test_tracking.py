@@ -84,3 +84,19 @@ def test_unreachable_server_is_one_line_tracking_error():
     assert time.perf_counter() - t0 < 10
     with pytest.raises(TrackingError, match="does not exist"):
         check_reachable("sqlite:////nonexistent-dir-xyz/mlflow.db")
+
+
+def test_fresh_sweep_refuses_a_name_mlflow_already_has(uri, tmp_path, monkeypatch):
+    from engine.errors import ConfigError
+    from engine.sweep.runner import SweepOptions, run_sweep
+    from engine.sweep.spaces import space_from_dict
+
+    monkeypatch.setenv("ENGINE_SWEEPS", str(tmp_path / "sweeps"))
+    old = SweepTracker(uri, "ghost", "params")
+    old.start_parent({}, None)
+    old.start_trial("transformer-p0-n40-s0", {})
+    old.close_leftovers()
+    space = space_from_dict({"axis": "params", "sizes": ["p0"], "train_sizes": [40], "seeds": [0]})
+    with pytest.raises(ConfigError, match="already has runs of a sweep named 'ghost'"):
+        run_sweep(space, SweepOptions(name="ghost", tracking_uri=uri))
+    assert not (tmp_path / "sweeps" / "ghost" / "space.json").exists()
