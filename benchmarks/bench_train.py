@@ -1,6 +1,6 @@
 """Training-step benchmarks: throughput, model FLOP utilization (MFU), FLOP-count overhead, data path.
 
-Run: ``.venv/bin/python -m benchmarks.run train`` (or ``python benchmarks/bench_train.py``).
+Run: ``.venv/bin/python -m benchmarks.run train`` (or ``python -m benchmarks.bench_train``); one torch thread.
 ``run()`` returns rows ``{name, value, unit, notes}`` for the BENCHMARKS.md runner.
 
 - Throughput: structures/s and atoms/s of full training steps (forward, backward, AdamW) on
@@ -140,7 +140,7 @@ def _row(name: str, value: float, unit: str, notes: str) -> dict:
     return {"name": name, "value": value, "unit": unit, "notes": notes}
 
 
-def run(n_steps: int = 12, threads: int | None = None) -> list[dict]:
+def run(n_steps: int = 20, threads: int | None = 1) -> list[dict]:
     """Benchmark every case of :data:`CASES` in fp32 and bf16 autocast; see the module docstring."""
     from engine.data.emt import generate_records
 

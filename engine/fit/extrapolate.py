@@ -24,31 +24,38 @@ def extrapolation_check(
     seed: int = 0,
     top_k: int | None = None,
     hold_out_column: int = 0,
+    variables: list[str] | None = None,
 ) -> dict:
     """Refit ``law`` on runs below the largest value of input column ``hold_out_column``; predict it.
 
+    For the joint law pass x (n_runs, 2) and ``variables``: all runs at the largest N are held out and
+    the prediction is compared at the largest (N, D) among them.
     Returns {law, variable, held_out, n_runs_held_out, observed, predicted, ci95, inside, rel_error}
-    or {"not_available": why}. ``observed`` is the geometric mean over the held-out runs' losses.
+    or {"not_available": why}. ``observed`` is the geometric mean over the runs (seeds) at that point.
     """
     y = np.asarray(y, dtype=float)
     x = np.asarray(x, dtype=float).reshape(len(y), -1)
     col = x[:, hold_out_column]
     top = col.max() if len(col) else math.nan
     held = col == top
+    names = [variable] if x.shape[1] == 1 else variables or [f"x{k}" for k in range(x.shape[1])]
     try:
-        fit = fit_law(law, x[~held], y[~held], [variable], n_boot=n_boot, seed=seed, top_k=top_k)
+        fit = fit_law(law, x[~held], y[~held], names, n_boot=n_boot, seed=seed, top_k=top_k)
     except FitUnavailable as exc:
         return {"not_available": f"without the largest {variable}: {exc}"}
-    x_new = x[held][:1]
+    # the largest scale point: largest held-out value, then (joint law) the largest other inputs
+    x_new = x[held][np.lexsort(x[held].T[::-1])][-1:]
+    at = np.all(x == x_new, axis=1)
     pred = float(fit.predict(x_new)[0])
     lo, hi = fit.predict_interval(x_new)
-    observed = float(np.exp(np.mean(np.log(y[held]))))
+    observed = float(np.exp(np.mean(np.log(y[at]))))
     return jsonable(
         {
             "law": law,
             "variable": variable,
             "held_out": x_new[0].tolist() if x.shape[1] > 1 else float(top),
             "n_runs_held_out": int(held.sum()),
+            "n_runs_observed": int(at.sum()),
             "n_points_fitted": fit.n_points,
             "observed": observed,
             "predicted": pred,

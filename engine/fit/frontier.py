@@ -216,7 +216,7 @@ def fit_frontier(
     a2 = approach2(curves, budgets)
 
     rng = np.random.default_rng(seed)
-    boot_x1, boot_x2, fronts = [], [], []
+    boot_x1, boot_y1, boot_x2, fronts = [], [], [], []
     for _ in range(n_boot):
         pick = rng.integers(0, len(curves), len(curves))
         sample = [curves[i] for i in pick]
@@ -226,6 +226,7 @@ def fit_frontier(
         if "x_n_opt" in a1:
             r1 = approach1(fb)
             boot_x1.append(r1.get("x_n_opt", np.nan))
+            boot_y1.append(r1.get("y_samples_seen", np.nan))
         if "x_n_opt" in a2:
             boot_x2.append(approach2(sample, budgets).get("x_n_opt", np.nan))
     boot_theta = np.zeros((0, 2))
@@ -258,7 +259,8 @@ def fit_frontier(
         ),
     }
     if "x_n_opt" in a1:
-        a1["ci95"] = {"x_n_opt": list(percentile_ci(np.array(boot_x1)))}
+        a1["ci95"] = {"x_n_opt": list(percentile_ci(np.array(boot_x1))),
+                      "y_samples_seen": list(percentile_ci(np.array(boot_y1)))}
     if "x_n_opt" in a2:
         a2["ci95"] = {"x_n_opt": list(percentile_ci(np.array(boot_x2)))}
     out["approach1"] = a1

@@ -55,10 +55,11 @@ def fit_law(
     points, inverse = group_runs(x)
     G = len(points)
     need = shape.n_params + 1
+    if shape.n_terms == 2 and (len(np.unique(points[:, 0])) < 3 or len(np.unique(points[:, 1])) < 3):
+        counts = ", ".join(f"{len(np.unique(points[:, k]))} {v}" for k, v in enumerate(variables))
+        raise FitUnavailable(f"{formula} needs ≥ 3 distinct values of each of {', '.join(variables)}; got {counts}")
     if need > G:
         raise FitUnavailable(f"{formula} needs ≥ {need} distinct scale points, got {G}")
-    if shape.n_terms == 2 and (len(np.unique(points[:, 0])) < 3 or len(np.unique(points[:, 1])) < 3):
-        raise FitUnavailable(f"{formula} needs ≥ 3 distinct values of each of {', '.join(variables)}")
     logx = np.log(points)
     logy_runs = np.log(y)
     logy, _ = average_by_group(logy_runs, inverse, G, np.ones((1, len(y))))

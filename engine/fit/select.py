@@ -13,6 +13,8 @@ from engine.fit.bootstrap import average_by_group, group_runs
 from engine.fit.lse import refit_many
 from engine.fit.result import LawFit
 
+TIE_RTOL = 1e-3  # the floor E must lower the leave-one-out error by more than this fraction
+
 
 def loo_rmse_log(fit: LawFit, x: np.ndarray, y: np.ndarray) -> float | None:
     """Leave-one-point-out RMS log error of ``fit``'s form; None when too few points remain."""
@@ -42,11 +44,16 @@ def choose_form(fits: dict[str, LawFit], x: np.ndarray, y: np.ndarray) -> tuple[
         form = "power" if "power" in fits else next(iter(fits))
         return loo, form, f"{fits[form].formula} chosen by default: too few points for leave-one-out"
     form = min(scored, key=scored.get)
+    if form != "power" and "power" in scored and scored[form] >= scored["power"] * (1 - TIE_RTOL):
+        form = "power"  # a tie (E → 0 makes the forms equal): keep the simpler, seed-paper form
     others = [f"{v:.4g} for {fits[f].formula}" for f, v in scored.items() if f != form]
     missing = [fits[f].formula for f in fits if f not in scored]
     why = f"leave-one-out RMSE of log L {scored[form]:.4g}"
+    tie = len(scored) > 1 and max(scored.values()) <= min(scored.values()) * (1 + TIE_RTOL)
     if others:
         why += " vs " + ", ".join(others)
     if missing:
         why += f" ({', '.join(missing)}: too few points for leave-one-out)"
+    if tie:
+        why += " (a tie: the simpler form is kept)"
     return loo, form, f"{fits[form].formula} chosen: {why}"

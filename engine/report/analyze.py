@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from engine import metrics as M
+from engine.fit.extrapolate import extrapolation_check
 from engine.fit.frontier import Curve, allocation_from_joint, fit_frontier
 from engine.fit.joint import fit_joint
 from engine.fit.powerlaw import AxisFit, fit_axis
@@ -154,6 +155,9 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
             jf = fit_joint(df[M.N_PARAMS], df[M.TRAIN_SIZE], df[metric], n_boot=min(n_boot, 200), seed=seed)
             out.joints[metric] = jf
             summary["joint"][metric] = jf.to_dict()
+            summary["joint"][metric]["extrapolation"] = extrapolation_check(
+                "joint", df[[M.N_PARAMS, M.TRAIN_SIZE]].to_numpy(float), df[metric].to_numpy(float), M.N_PARAMS,
+                n_boot=min(n_boot, 200), seed=seed, variables=[M.N_PARAMS, M.TRAIN_SIZE])
         except FitUnavailable as exc:
             summary["joint"][metric] = {"not_available": str(exc)}
 

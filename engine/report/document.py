@@ -117,14 +117,23 @@ def allocation_blocks(summary: dict) -> list[Block]:
 
 
 def joint_blocks(summary: dict) -> list[Block]:
-    rows = []
+    rows, notes = [], []
     for metric, jf in summary["joint"].items():
         if "not_available" in jf:
             rows.append([metric, _na(jf), "—", "—"])
-        else:
-            rows.append([metric, _params_cell(jf), fmt(jf["r2_log"]), f"{jf['n_points']} / {jf['n_runs']}"])
+            continue
+        rows.append([metric, _params_cell(jf), fmt(jf["r2_log"]), f"{jf['n_points']} / {jf['n_runs']}"])
+        ex = jf.get("extrapolation") or {}
+        if "predicted" in ex:
+            verdict = "inside" if ex["inside"] else "OUTSIDE"
+            notes.append(Block("p", (
+                f"{metric}: refit without the largest N predicts {fmt(ex['predicted'])} {_ci(ex['ci95'])} at "
+                f"(N, D) = ({fmt(ex['held_out'][0])}, {fmt(ex['held_out'][1])}); observed {fmt(ex['observed'])} "
+                f"({verdict} the interval).")))
+        elif "not_available" in ex:
+            notes.append(Block("p", f"{metric}: extrapolation check {_na(ex)}."))
     return [Block("table", header=["metric", "L = E + A/N^a + B/D^b [95 % CI]", "R² (log)", "points / runs"],
-                  rows=rows)]
+                  rows=rows), *notes]
 
 
 def reference_blocks(summary: dict) -> list[Block]:

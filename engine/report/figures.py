@@ -37,7 +37,7 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _finish(fig, ax, path: Path, title: str) -> Path:
+def _finish(fig, ax, path: Path, title: str, outside: bool = False) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # losses span < 2 decades: 3, 4, 6 read better than 3×10⁰
@@ -45,7 +45,10 @@ def _finish(fig, ax, path: Path, title: str) -> Path:
     ax.yaxis.set_minor_formatter(plain)
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="best")
+    if outside:  # several sweeps: the legend is long, keep it off the data
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -65,7 +68,7 @@ def plot_axis(
     baselines: dict[str, float] | None = None,
 ) -> Path:
     """Runs, seed means, the chosen law with its 95 % band (and the other form dashed), per sweep."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6) if len(series) == 1 else (10.0, 4.8))
     for i, (name, fit, x, y) in enumerate(series):
         c = COLORS[i % len(COLORS)]
         tag = f"{name}: " if len(series) > 1 else ""
@@ -94,12 +97,12 @@ def plot_axis(
         ax.axhline(value, color="0.4", ls=":", lw=1 + 0.3 * j, label=name)
     ax.set_xlabel(VARIABLE_LABELS.get(variable, variable))
     ax.set_ylabel(metric_label(metric))
-    return _finish(fig, ax, path, f"{metric} vs {variable}")
+    return _finish(fig, ax, path, f"{metric} vs {variable}", outside=len(series) > 1)
 
 
 def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path: Path) -> Path:
     """Every run's curve (thin), the lower envelope (points) and L(C) = α·C^−β with its 95 % band."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6) if len(series) == 1 else (10.0, 4.8))
     for i, (name, curves, fr) in enumerate(series):
         c = COLORS[i % len(COLORS)]
         tag = f"{name}: " if len(series) > 1 else ""
@@ -109,7 +112,8 @@ def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path
             f, y, _ = cv.points()
             shade = cmap(sizes.index(cv.n_params) / max(1, len(sizes) - 1)) if len(series) == 1 else c
             ax.plot(f, y, color=shade, lw=0.8, alpha=0.6,
-                    label=f"{tag}run curves (colour: N {min(sizes):.3g}→{max(sizes):.3g})" if k == 0 else None)
+                    label=(f"{tag}run curves" + ("" if tag else f" (colour: N {min(sizes):.3g}→{max(sizes):.3g})"))
+                    if k == 0 else None)
         front = fr["frontier"]
         ax.scatter(front["flops"], front["loss"], s=16, color="k" if len(series) == 1 else c, zorder=3,
                    label=f"{tag}frontier (lower envelope)")
@@ -123,7 +127,7 @@ def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path
                     label=f"{tag}L = α·C^−β, β={law['params']['beta']:.3g}")
     ax.set_xlabel(VARIABLE_LABELS[M.FLOPS_CUM])
     ax.set_ylabel(metric_label(metric))
-    return _finish(fig, ax, path, f"compute frontier: {metric}")
+    return _finish(fig, ax, path, f"compute frontier: {metric}", outside=len(series) > 1)
 
 
 def plot_isoflop(profiles: list[dict], metric: str, path: Path) -> Path:

@@ -205,6 +205,8 @@ class MlflowCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = self._ensure(trial)
+        # a trial interrupted after its last checkpoint resumes with nothing left to train and reports nothing
+        self._backfill(key, Path(resolve_spec(trial.config)["run_dir"]), before=2**62)
         status = self.ledger.states.get(key, TrialState()).status
         self.tracker.end_trial(key, "FINISHED", "stopped" if status == "stopped" else "completed")
 

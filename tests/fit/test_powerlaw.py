@@ -72,6 +72,10 @@ def test_joint_law_recovers_allocation_exponents():
     assert fit.params["b"] == pytest.approx(0.3, abs=0.05)
     assert fit.params["x_n_opt"] == pytest.approx(0.3 / 0.65, abs=0.05)
     assert fit.params["x_n_opt"] + fit.params["y_d_opt"] == pytest.approx(1.0)
+    ex = extrapolation_check("joint", np.c_[n, d], y, "n_params", n_boot=10, top_k=100,
+                             variables=["n_params", "train_size"])
+    assert ex["held_out"] == [1e7, 1e6] and ex["n_runs_held_out"] == 4 and ex["n_runs_observed"] == 1
+    assert abs(ex["rel_error"]) < 0.05
     with pytest.raises(FitUnavailable, match="≥ 3 distinct values"):
         two = d <= 1e4  # 4 sizes × 2 data sizes: 8 points, but D is not resolved
         fit_joint(n[two], d[two], y[two], n_boot=0)

@@ -132,3 +132,10 @@ def test_progress_reporter_draws_bars_and_epoch_lines(tiny_splits, tmp_path):
     assert [r[M.EPOCH] for r in rep.history] == [0, 1, 2]
     table = metrics_table(final)
     assert "val_forces_l2mae_mev_per_a" in table and "flops_cum" in table
+
+
+def test_bf16_autocast_trains_a_conservative_model(tiny_splits, tmp_path):
+    """fcn's forces and stress are autograd derivatives: geometry must stay float32 under autocast."""
+    final = run_trial(_config("fcn", epochs=1, amp=True), tmp_path / "run", splits=tiny_splits)
+    assert all(math.isfinite(final[k]) for k in (M.VAL_LOSS, "val_stress_mae_mev_per_a3", "train_loss"))
+    assert final[M.FLOPS_CUM] > 0

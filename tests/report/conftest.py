@@ -68,4 +68,6 @@ def mlflow_store(tmp_path_factory):
     log_sweep(uri, art, "params-tiny", "params", sizes=[2e3, 8e3, 3e4, 1.2e5, 5e5], data_sizes=[800], stopped=1)
     log_sweep(uri, art, "params-other", "params", sizes=[2e3, 8e3, 3e4, 1.2e5], data_sizes=[800], seeds=(0,),
               exponent=0.25)
+    log_sweep(uri, art, "grid-tiny", "compute", sizes=[2e3, 3e4, 5e5], data_sizes=[200, 800, 3200], seeds=(0,),
+              epochs=4)
     return uri, art

@@ -27,7 +27,7 @@ def test_collect_returns_one_row_per_trial_epoch(mlflow_store):
     assert (f.drop_duplicates("run_id")["engine_status"] == "stopped").sum() == 1
     assert sorted(f["n_params"].unique()) == [2e3, 8e3, 3e4, 1.2e5, 5e5]
     assert data.baselines == {"baseline_predict_mean_val_loss": 3.0}
-    assert list_sweeps(uri) == ["params-other", "params-tiny"]
+    assert list_sweeps(uri) == ["grid-tiny", "params-other", "params-tiny"]
 
 
 def test_missing_sweep_is_one_line_user_error(mlflow_store, capsys):
@@ -91,3 +91,21 @@ def test_two_sweeps_make_one_comparison_report(mlflow_store, tmp_path):
     assert md.startswith("# Scaling report: params-tiny vs params-other")
     assert "## Comparison" in md and "| fit | params-tiny | params-other |" in md
     assert (tmp_path / "cmp" / "compare_val_loss_vs_n_params.png").is_file()
+
+
+def test_grid_sweep_reports_joint_law_and_allocation(mlflow_store, tmp_path):
+    uri, _ = mlflow_store
+    out = build_report(["grid-tiny"], uri, tmp_path / "grid", metrics=["val_loss"], n_boot=10, log_to_mlflow=False)
+    s = json.loads((out / "fits.json").read_text())["sweeps"][0]
+    md = (out / "report.md").read_text()
+    joint = s["joint"]["val_loss"]
+    assert joint["n_points"] == 9 and joint["n_grid"] == 4500
+    assert f"a = {fmt(joint['params']['a'])}" in md and f"b = {fmt(joint['params']['b'])}" in md
+    # 3 sizes: without the largest only 2 remain, so the check says why instead of printing a number
+    assert "≥ 3 distinct values" in joint["extrapolation"]["not_available"]
+    assert f"val_loss: extrapolation check not available: {joint['extrapolation']['not_available']}." in md
+    al = s["allocation"]
+    assert al["approach3"]["x_n_opt"] == pytest.approx(joint["params"]["x_n_opt"])
+    assert "| 3: joint law b/(a+b), a/(a+b) | " + fmt(al["approach3"]["x_n_opt"]) in md
+    assert s["axis_fits"]["val_loss"] == {}  # compute axis: no per-axis fit, frontier instead
+    assert (out / "grid-tiny_val_loss_frontier.png").is_file()
