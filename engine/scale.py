@@ -7,7 +7,7 @@ Examples::
     python -m engine.scale --axis compute --name frontier-1
     python -m engine.scale --name frontier-1 --resume          # continue an interrupted sweep
     python -m engine.scale --axis params --address auto       # on a Ray cluster (ray up cluster.yaml)
-    python -m engine.scale --axis params --lr-from hpo-transformer   # lr/batch size from an engine.tune sweep
+    python -m engine.scale --axis params --lr-from hpo-p3             # lr/batch size from an engine.tune sweep
 
 Thin: parse, load and override the search space, call :func:`engine.sweep.runner.run_sweep`,
 print where the results are.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from engine import paths
@@ -52,7 +53,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0 = CPU)")
     parser.add_argument("--address", help="Ray cluster address ('auto' joins the running cluster); default: local Ray")
     parser.add_argument(
-        "--name", help="sweep name (folder sweeps/<name>/ and MLflow experiment); default <axis>-<model>"
+        "--name",
+        help="sweep name (folder sweeps/<name>/ and MLflow experiment); default <axis>-<model>-<date>-<time>",
     )
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -169,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         text = Path(space.source).read_text() if Path(space.source).is_file() else None
         if space.axis == "hpo":
             raise ConfigError(f"{space.source} is an hpo space; run it with python -m engine.tune")
-    name = args.name or f"{space.axis}-{space.model}"
+    # A default name is new each run (so the same command can run twice); --name makes it reproducible.
+    name = args.name or f"{space.axis}-{space.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.resume:
+        print(f"sweep {name}: interrupt with Ctrl-C, continue with python -m engine.scale --name {name} --resume")
     from engine.sweep.tracking import check_reachable
 
     check_reachable(args.tracking_uri or paths.default_tracking_uri())  # fail before the sweep folder is written

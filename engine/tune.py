@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_samples < 1:
             raise ConfigError(f"--num-samples must be ≥ 1, got {args.num_samples}")
         space.search.num_samples = args.num_samples
-    name = args.name or f"hpo-{space.model}-{space.sizes[0]}"
+    name = args.name or f"hpo-{space.model}-{space.sizes[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     text = Path(space.source).read_text() if Path(space.source).is_file() else None
     options = SweepOptions(name=name, address=args.address, tracking_uri=args.tracking_uri)
     result = run_sweep(space, options, space_text=text, tuner_factory=make_tuner_factory(space, args.search_seed))
