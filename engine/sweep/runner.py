@@ -171,6 +171,30 @@ def trial_resources(space: SearchSpace) -> dict[str, float]:
     return out
 
 
+def _per_trial_cpus(res: Any) -> float:
+    return res.workers * res.cpus_per_worker + (0.01 if res.workers > 1 else 0.0)
+
+
+def _resource_error(res: Any, where: str, cpus: float, gpus: float) -> ResourceError:
+    return ResourceError(
+        f"one trial needs {_per_trial_cpus(res):g} CPUs and {res.workers * res.gpus_per_worker:g} GPUs but {where} "
+        f"has {cpus:g} CPUs and {gpus:g} GPUs; lower resources in the search space"
+    )
+
+
+def check_local_resources(space: SearchSpace) -> None:
+    """Fail before anything is written when one trial cannot fit on this machine (local Ray only)."""
+    res = space.resources
+    cpus = float(os.cpu_count() or 1)
+    gpus = 0.0
+    if res.gpus_per_worker > 0:
+        import torch
+
+        gpus = float(torch.cuda.device_count())
+    if _per_trial_cpus(res) > cpus + 1e-9 or res.workers * res.gpus_per_worker > gpus + 1e-9:
+        raise _resource_error(res, "this machine", cpus, gpus)
+
+
 def max_concurrent(space: SearchSpace, local: bool) -> int | None:
     """Trials at once: the space's setting, else (local Ray) as many as the CPUs/GPUs hold; a cluster
     queues the rest itself (pending trials are what make the autoscaler add nodes)."""
@@ -183,15 +207,11 @@ def max_concurrent(space: SearchSpace, local: bool) -> int | None:
         return None
     total = ray.cluster_resources()
     cpus = float(total.get("CPU", 1.0))
-    per_trial_cpu = res.workers * res.cpus_per_worker + (0.01 if res.workers > 1 else 0.0)
-    fit = math.floor(cpus / per_trial_cpu + 1e-9)
+    fit = math.floor(cpus / _per_trial_cpus(res) + 1e-9)
     if res.gpus_per_worker > 0:
         fit = min(fit, math.floor(float(total.get("GPU", 0.0)) / (res.workers * res.gpus_per_worker) + 1e-9))
     if fit < 1:
-        raise ResourceError(
-            f"one trial needs {per_trial_cpu:g} CPUs and {res.workers * res.gpus_per_worker:g} GPUs but the Ray "
-            f"cluster has {cpus:g} CPUs and {total.get('GPU', 0):g} GPUs; lower resources in the search space"
-        )
+        raise _resource_error(res, "the Ray cluster", cpus, float(total.get("GPU", 0.0)))
     return fit
 
 
@@ -229,6 +249,8 @@ def run_sweep(
             f"sweep {options.name!r} already exists in {sweep_dir}; "
             "pass --resume to continue it or --name for a new one"
         )
+    if options.address is None:
+        check_local_resources(space)
     uri = options.tracking_uri or paths.default_tracking_uri()
     tracker = SweepTracker(uri, options.name, space.axis)
     if not options.resume and tracker.child_runs():

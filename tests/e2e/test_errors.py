@@ -126,8 +126,9 @@ def test_no_free_cpus_for_the_requested_workers(tmp_path: Path, env: dict[str, s
     workers = (os.cpu_count() or 1) * 32
     space.write_text(TINY_SPACE.format(workers=workers))
     proc, _ = run(["engine.scale", "--space", str(space), "--name", "too-big"], env, tmp_path, timeout_s=180)
-    # MLflow and Ray log a few INFO/WARNING lines before the check today; the error is still the last line
-    assert_one_line_error(proc, f"needs {workers}", "CPUs", "lower resources in the search space", only_line=False)
+    # checked before anything is written: the one error line, and no sweep folder or MLflow store left behind
+    assert_one_line_error(proc, f"needs {workers}", "CPUs", "this machine", "lower resources in the search space")
+    assert not (Path(env["ENGINE_SWEEPS"]) / "too-big").exists()
 
 
 def test_resume_with_a_checkpoint_from_another_model(tmp_path: Path, env: dict[str, str]) -> None:
