@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from engine import metrics as M
 from engine.fit.frontier import Curve, frontier_band
@@ -37,12 +37,20 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _finish(fig, ax, path: Path, title: str, outside: bool = False) -> Path:
+def _finish(fig, ax, path: Path, title: str, outside: bool = False, y_focus: list[float] | None = None) -> Path:
+    """Log axes, legible ticks, legend, save. ``y_focus``: values the y-range must show (data, fitted line);
+    a 95 % band wider than that is clipped rather than allowed to squash the data into a sliver."""
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if y_focus:
+        ys = np.asarray([v for v in y_focus if np.isfinite(v) and v > 0])
+        if ys.size:
+            ax.set_ylim(ys.min() / 1.6, ys.max() * 1.6)
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # losses span < 2 decades: 3, 4, 6 read better than 3×10⁰
     ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    lo, hi = ax.get_ylim()
+    # minor labels only while they cannot collide (a short range); otherwise decades alone
+    ax.yaxis.set_minor_formatter(plain if hi / lo < 30 else NullFormatter())
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
     if outside:  # several sweeps: the legend is long, keep it off the data
@@ -69,9 +77,11 @@ def plot_axis(
 ) -> Path:
     """Runs, seed means, the chosen law with its 95 % band (and the other form dashed), per sweep."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6) if len(series) == 1 else (10.0, 4.8))
+    y_focus: list[float] = []
     for i, (name, fit, x, y) in enumerate(series):
         c = COLORS[i % len(COLORS)]
         tag = f"{name}: " if len(series) > 1 else ""
+        y_focus.extend(np.asarray(y, dtype=float).tolist())
         ax.scatter(x, y, s=12, color=c, alpha=0.35, label=f"{tag}runs")
         ux, uy = _geo_means(x, y)
         ax.scatter(ux, uy, s=36, color=c, edgecolor="k", zorder=3, label=f"{tag}mean over seeds")
@@ -82,6 +92,7 @@ def plot_axis(
         lo, hi = best.predict_interval(grid)
         ax.fill_between(grid, lo, hi, color=c, alpha=0.18, label=f"{tag}95 % band")
         p = best.params
+        y_focus.extend(np.asarray(best.predict(grid), dtype=float).tolist())
         ax.plot(grid, best.predict(grid), color=c, lw=2,
                 label=f"{tag}{best.formula}, β={p['beta']:.3g}")
         for form, other in fit.fits.items():
@@ -90,6 +101,7 @@ def plot_axis(
         ex = fit.extrapolation or {}
         if "predicted" in ex:
             lo_e, hi_e = ex["ci95"]
+            y_focus.append(float(ex["predicted"]))
             ax.errorbar([ex["held_out"]], [ex["predicted"]], yerr=[[ex["predicted"] - lo_e], [hi_e - ex["predicted"]]],
                         fmt="D", color="k", ms=5, capsize=3, zorder=4,
                         label=f"{tag}extrapolated without largest (95 % CI)")
@@ -97,7 +109,8 @@ def plot_axis(
         ax.axhline(value, color="0.4", ls=":", lw=1 + 0.3 * j, label=name)
     ax.set_xlabel(VARIABLE_LABELS.get(variable, variable))
     ax.set_ylabel(metric_label(metric))
-    return _finish(fig, ax, path, f"{metric} vs {variable}", outside=len(series) > 1)
+    y_focus.extend(baselines.values() if baselines else [])
+    return _finish(fig, ax, path, f"{metric} vs {variable}", outside=len(series) > 1, y_focus=y_focus)
 
 
 def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path: Path) -> Path:
