@@ -27,11 +27,12 @@ def loo_rmse_log(fit: LawFit, x: np.ndarray, y: np.ndarray) -> float | None:
     logy, _ = average_by_group(np.log(y), inverse, G, np.ones((1, len(y))))
     logy = np.repeat(logy, G, axis=0)  # (G, G): one data set per left-out point
     weights = 1.0 - np.eye(G)
-    theta, ok = refit_many(shape, logx, logy, weights, np.array([fit.theta]))
+    # every left-out point counts: scoring only the refits that met the convergence test would let a form
+    # whose hard cases fail look better than it predicts (G refits are cheap, so allow more iterations)
+    theta, _ok = refit_many(shape, logx, logy, weights, np.array([fit.theta]), maxiter=1000)
     pred = shape.predict_log(theta, logx)  # (G, G)
     err = np.diag(pred) - logy[0]
-    err = err[ok]
-    return float(np.sqrt(np.mean(err**2))) if err.size else None
+    return float(np.sqrt(np.mean(err**2))) if np.all(np.isfinite(err)) else None
 
 
 def choose_form(fits: dict[str, LawFit], x: np.ndarray, y: np.ndarray) -> tuple[dict, str | None, str]:
