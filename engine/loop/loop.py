@@ -69,7 +69,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU (AMX), fp16 on CUDA (paired with a GradScaler); a no-op without ``amp``."""
+    """bf16 autocast on CPU, fp16 on CUDA (paired with a GradScaler); a no-op without ``amp``."""
     if not amp:
         return contextlib.nullcontext()
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
