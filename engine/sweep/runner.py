@@ -321,6 +321,8 @@ def run_sweep(
         }
         if tuner_factory is not None:
             tuner = tuner_factory(trainable, trial_spec_dict(specs[0], space, sweep_dir), tune_kwargs, run_config)
+            # a searcher's own ASHA decides which trials stop early: the ledger must ask that one
+            ledger.scheduler = getattr(tuner_factory, "scheduler", None)
         elif todo:
             param_space = {"trial": tune.grid_search([trial_spec_dict(s, space, sweep_dir) for s in todo])}
             if scheduler is not None:

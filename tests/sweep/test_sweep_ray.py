@@ -176,6 +176,13 @@ def test_compute_sweep_uses_asha_on_flops_and_prints_fraction(ray_session, engin
             assert flops[-1].value < 2.25e9
 
 
+def client_epochs(uri: str, run_id: str) -> int:
+    """The last epoch a run logged."""
+    from mlflow import MlflowClient
+
+    return int(max(m.value for m in MlflowClient(tracking_uri=uri).get_metric_history(run_id, "epoch")))
+
+
 def test_tune_then_scale_with_lr_from(ray_session, engine_env, capsys):
     from engine.scale import main as scale_main
     from engine.tune import main as tune_main
@@ -194,6 +201,11 @@ def test_tune_then_scale_with_lr_from(ray_session, engine_env, capsys):
     assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
     parent = next(r for r in runs if r.data.tags["engine.kind"] == "sweep")
     assert float(parent.data.params["best.lr"]) == pytest.approx(best["lr"])
+    # whatever ASHA decided, a trial cut before its last epoch is reported as stopped, one trained out as completed
+    epochs = fixed["epochs"]
+    for run in children:
+        last_epoch = client_epochs(engine_env["uri"], run.info.run_id)
+        assert run.data.tags["engine.status"] == ("completed" if last_epoch == epochs else "stopped")
 
     params = write_yaml(engine_env["tmp"] / "params.yaml", {
         "axis": "params", "model": "transformer", "sizes": ["p0"], "train_sizes": [40], "seeds": [0], "fixed": fixed,
