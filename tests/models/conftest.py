@@ -17,7 +17,7 @@ from ase.calculators.calculator import Calculator, all_changes
 import models
 from engine.data.graph import Batch, GraphSpec, collate, neighbor_graph
 from engine.data.records import Record, tensor_to_voigt
-from models.base import MAX_Z, Normalization, Potential
+from models.base import Potential
 
 
 @dataclass(frozen=True)
@@ -144,26 +144,6 @@ def emt_records(n: int, seed: int = 0) -> list[Record]:
         atoms.get_stress()
         out.append(Record.from_atoms(atoms, uid=f"emt-{seed}-{k}"))
     return out
-
-
-def fit_normalization(records: Sequence[Record]) -> Normalization:
-    """Least-squares per-element energy references and RMS scales (a local stand-in for the data
-    package's fitter, so the model tests do not depend on it)."""
-    counts = np.zeros((len(records), MAX_Z))
-    for r, rec in enumerate(records):
-        np.add.at(counts[r], rec.numbers, 1.0)
-    energies = np.array([rec.energy for rec in records])
-    ref, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    n_atoms = counts.sum(1)
-    residual = (energies - counts @ ref) / n_atoms
-    forces = np.concatenate([rec.forces for rec in records])
-    stress = np.stack([rec.stress for rec in records])
-    return Normalization(
-        energy_ref=ref.tolist(),
-        energy_scale=float(max(residual.std(), 1e-3)),
-        forces_scale=float(np.sqrt((forces**2).mean())),
-        stress_scale=float(np.sqrt((stress**2).mean())),
-    )
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from ase.calculators.fd import calculate_numerical_stress
 
+from engine.data.normalize import fit_normalization
 from engine.data.records import Record
 from models.base import MAX_Z, Normalization
 from tests.models.conftest import (
@@ -24,7 +25,6 @@ from tests.models.conftest import (
     Case,
     PotentialCalculator,
     build_model,
-    fit_normalization,
     force_mode,
     make_batch,
 )

@@ -276,7 +276,7 @@ def test_element_outside_embedding_table_is_a_user_error(structures) -> None:
 
 # -- training -----------------------------------------------------------------------------------------
 def test_loss_falls_on_emt_for_smallest_ladder_size(emt_set) -> None:
-    from tests.models.conftest import fit_normalization
+    from engine.data.normalize import fit_normalization
 
     torch.manual_seed(0)
     model = models.build("equiformer_v2", {"cutoff": 6.0}, preset="e0")

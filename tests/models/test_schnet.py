@@ -13,9 +13,10 @@ from torch_geometric.nn.models.schnet import InteractionBlock
 
 import models
 from engine.data.graph import GraphDataset, GraphSpec, iterate_batches
+from engine.data.normalize import fit_normalization
 from engine.data.records import Record
 from engine.errors import ConfigError
-from tests.models.conftest import emt_records, fit_normalization, make_batch
+from tests.models.conftest import emt_records, make_batch
 
 
 def _schnet_params(h: int, f: int, T: int, G: int) -> int:
