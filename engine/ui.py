@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a SIGTERM during start-up also stops the server group
+    # a shell's background job inherits SIGINT ignored; `kill -INT` must still stop the UI as Ctrl-C does
+    signal.signal(signal.SIGINT, _raise_interrupt)
     handle = start_ui(port=args.port, host=args.host, tracking_uri=args.tracking_uri)
     print(f"MLflow UI: {handle.url}  (store {args.tracking_uri or default_tracking_uri()}; Ctrl-C to stop)", flush=True)
     serve_forever(handle)
