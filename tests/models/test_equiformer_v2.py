@@ -188,7 +188,9 @@ def test_s2_grid_error_falls_with_resolution(structures, lmax: int, mmax: int) -
         errors.append(max(rotation_errors(model, structures, np.random.default_rng(0))))
     assert all(b < a for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] <= 1e-5, errors
-    # lmax 6 on the published 18×18 grid is the coarsest case (~1e-2 at init); 24×24 is already ≤ 1e-3
+    # lmax 6 on the published 18×18 grid is the coarsest case (~1e-2 at init). The reference has the same
+    # sampling error there (fairchem-core 1.10.0 EquiformerV2, float64: 5e-3 to 2e-2 relative force error at
+    # lmax 6/grid 18, ≤ 1.6e-3 at 24), so ≤ 1e-3 is asserted from 24×24 up, where it holds.
     assert errors[2] <= 1e-3, errors
 
 
