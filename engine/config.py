@@ -35,6 +35,13 @@ class DataConfig:
     max_val: int | None = 500  # cap on validation structures evaluated per epoch
     skip_bad_records: bool = False
     cache_dir: str | None = None  # default: $ENGINE_CACHE or ./cache
+    # split groups (engine.data.splits): key of an ASE row's key_value_pairs/data/info naming each
+    # structure's trajectory or parent; MPtrj (mp_id) and Alexandria (entry id) need none; None = per structure
+    group_key: str | None = None
+    # normalization (engine.data.normalize) is fitted once per dataset on a fixed reference subset: the
+    # first ``normalization_size`` structures of the pool's seed-0 order (None/0 = the whole pool)
+    normalization_size: int | None = 10000
+    normalization_file: str | None = None  # a saved fit to use (a sweep's normalization.json); None = fit
 
 
 @dataclass
@@ -61,6 +68,68 @@ class OptimConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Physical probes after training (engine.loop.probes): NVE drift/stability and a relaxation.
+
+    Off unless ``enabled``; ``structures`` validation cells, ``nve_steps`` × ``dt_fs`` fs from
+    ``temperature_k`` K; relaxation by FIRE to ``fmax`` eV/Å in at most ``relax_steps`` (0 = skip).
+    """
+
+    enabled: bool = False
+    structures: int = 4
+    nve_steps: int = 200
+    dt_fs: float = 1.0
+    temperature_k: float = 300.0
+    max_temperature_factor: float = 5.0
+    min_distance_a: float = 0.5
+    relax_steps: int = 100
+    fmax: float = 0.05
+
+
+@dataclass
+class EarlyStopConfig:
+    """Stop when ``val_loss`` has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    patience: int = 5  # epochs
+    min_delta: float = 0.0  # improvement below this (absolute, in val_loss units) does not count
+
+
+@dataclass
+class BudgetConfig:
+    """How long a trial trains (the data axis must not confound D with optimizer steps).
+
+    Neither set: ``epochs`` epochs (steps then grow with the training-set size). ``steps``: the same
+    number of optimizer steps for every training-set size (epochs derived per trial; the LR schedule
+    spans the steps). ``early_stop``: train up to ``epochs`` epochs until the validation loss stops
+    improving, then restore the best weights (EMA included) and end with them.
+    """
+
+    steps: int | None = None
+    early_stop: EarlyStopConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.early_stop is not None:
+            raise ConfigError("budget: give either steps or early_stop, not both; e.g. budget: {steps: 600}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"budget.steps must be ≥ 1 optimizer steps, got {self.steps}; fix budget.steps")
+        if self.early_stop is not None and self.early_stop.patience < 1:
+            raise ConfigError(
+                f"budget.early_stop.patience must be ≥ 1 epoch, got {self.early_stop.patience}; fix it"
+            )
+        if self.early_stop is not None and self.early_stop.min_delta < 0:
+            raise ConfigError("budget.early_stop.min_delta must be ≥ 0; fix it")
+
+    @property
+    def rule(self) -> str:
+        """One line for MLflow (``budget_rule``) and the report."""
+        if self.steps is not None:
+            return f"steps={self.steps}"
+        if self.early_stop is not None:
+            return f"early_stop(patience={self.early_stop.patience}, min_delta={self.early_stop.min_delta:g})"
+        return "epochs"
+
+
+@dataclass
 class TrialConfig:
     """Everything one training run needs; the unit the sweep schedules."""
 
@@ -70,7 +139,9 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossWeights = field(default_factory=LossWeights)
-    epochs: int = 10
+    probes: ProbeConfig = field(default_factory=ProbeConfig)  # physical checks after training (opt-in)
+    epochs: int = 10  # with budget.early_stop: the most epochs; with budget.steps: ignored (derived)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     batch_size: int = 16  # structures per batch (global, across DDP ranks)
     max_atoms_per_batch: int = 1024  # atom budget per batch (global)
     amp: bool = False  # bf16 autocast on CPU, fp16 + GradScaler on CUDA

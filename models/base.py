@@ -15,16 +15,17 @@ positions and cell alike (x → x (I + ε)).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from engine.data.graph import Batch, EdgeGeometry, edge_geometry
+from engine.data.normalize import MAX_Z, Normalization  # the container lives with its fitter (data → models)
 
 ForceMode = Literal["direct", "conservative"]
-MAX_Z = 119  # element index range 0..118
+__all__ = ["MAX_Z", "ForceMode", "ModelConfig", "ModelOutput", "Normalization", "Potential", "RawOutput"]
 
 
 @dataclass
@@ -47,28 +48,6 @@ class RawOutput:
     energy: torch.Tensor
     forces: torch.Tensor | None = None
     stress: torch.Tensor | None = None
-
-
-@dataclass
-class Normalization:
-    """Per-element energy references and target scales fitted on the training subset.
-
-    energy_ref: eV per atom of each element (length MAX_Z); energy_scale: eV per atom
-    (std of the per-atom residual energy); forces_scale: eV/Å (RMS force component);
-    stress_scale: eV/Å³ (RMS stress component).
-    """
-
-    energy_ref: list[float]
-    energy_scale: float = 1.0
-    forces_scale: float = 1.0
-    stress_scale: float = 1.0
-
-    @classmethod
-    def identity(cls) -> Normalization:
-        return cls(energy_ref=[0.0] * MAX_Z)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

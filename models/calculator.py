@@ -2,6 +2,7 @@
 
     from models.calculator import EngineCalculator
     atoms.calc = EngineCalculator("sweeps/<sweep>/<trial>/checkpoint.pt")
+    atoms.calc = EngineCalculator("runs:/<run_id>", tracking_uri="sqlite:///mlflow.db")  # a trial's MLflow run
     atoms.get_potential_energy()  # eV
     atoms.get_forces()            # eV/Å, (n, 3)
     atoms.get_stress()            # eV/Å³, Voigt-6 (xx, yy, zz, yz, xz, xy), ASE sign
@@ -24,43 +25,53 @@ import models
 from engine.data.graph import GraphSpec, collate, neighbor_graph
 from engine.data.records import Record, tensor_to_voigt
 from engine.errors import CheckpointError, ConfigError, DataError
-from engine.loop.checkpoint import FILENAME, FORMAT
 from models.base import Normalization, Potential
+from models.checkpoint import FILENAME, not_engine_checkpoint, read_trained
 
-# what rebuilding the model needs (the loop's checkpoint.py lists the full format)
-REQUIRED_KEYS = ("format", "model", "model_config", "normalization", "model_state")
-
-
-def _not_engine(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(
-        f"{path} is not a trained engine checkpoint ({why}); refusing to unpickle arbitrary objects — "
-        "pass a checkpoint.pt written by `python -m engine.train` or `python -m engine.scale`"
-    )
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def is_mlflow_uri(source: object) -> bool:
+    """True for an MLflow artifact URI (``runs:/<run_id>``, ``models:/<name>/<version>``, ...)."""
+    return isinstance(source, str) and source.startswith(MLFLOW_SCHEMES)
+
+
+def read_checkpoint(path: str | Path, tracking_uri: str | None = None) -> dict:
     """Load a checkpoint dict safely (``weights_only=True``) and check its format.
 
-    ``path`` is a ``checkpoint.pt`` file or a trial folder holding one.
+    ``path`` is a ``checkpoint.pt`` file, a trial folder holding one, or an MLflow URI: ``runs:/<run_id>``
+    (the trial run's ``checkpoint.pt`` artifact), ``runs:/<run_id>/<artifact path>`` or
+    ``models:/<name>/<version>``, read from ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI`` or
+    ``sqlite:///./mlflow.db``).
     """
-    p = Path(path)
-    if p.is_dir():
-        p = p / FILENAME
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} not found; pass the checkpoint.pt of a finished trial")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _not_engine(p, f"it does not load with weights_only=True: {first[:160]}") from exc
-    if not isinstance(ckpt, dict):
-        raise _not_engine(p, f"it holds a {type(ckpt).__name__}, not a dict")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise _not_engine(p, f"missing key(s) {', '.join(missing)}")
-    if ckpt["format"] != FORMAT:
-        raise _not_engine(p, f"format {ckpt['format']!r}, expected {FORMAT!r}")
-    return ckpt
+    if is_mlflow_uri(path):
+        return _read_from_mlflow(str(path), tracking_uri)
+    return read_trained(path)
+
+
+def _read_from_mlflow(uri: str, tracking_uri: str | None) -> dict:
+    """Download the checkpoint artifact into a temporary folder, read it into memory, delete the copy."""
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from engine.paths import default_tracking_uri
+
+    store = tracking_uri or default_tracking_uri()
+    artifact = uri.rstrip("/")
+    if uri.startswith("runs:/") and artifact.count("/") == 1:  # runs:/<run_id>: the trial's checkpoint
+        artifact = f"{artifact}/{FILENAME}"
+    with tempfile.TemporaryDirectory(prefix="engine-ckpt-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=tmp, tracking_uri=store))
+        except (MlflowException, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"cannot fetch checkpoint {artifact} from MLflow store {store} ({first[:200]}); check the run id "
+                "and --tracking-uri (the run must be a trial of a sweep that logged its artifacts)"
+            ) from exc
+        return read_trained(local)
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -91,20 +102,25 @@ def _describe_mismatch(model: Potential, state: dict[str, torch.Tensor]) -> str:
 
 
 def load_potential(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64, use_ema: bool = True
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float64,
+    use_ema: bool = True,
+    tracking_uri: str | None = None,
 ) -> Potential:
     """Rebuild the trained model of a checkpoint, in eval mode on ``device`` in ``dtype``.
 
+    ``path`` is anything :func:`read_checkpoint` takes (a file, a trial folder, ``runs:/<run_id>``).
     Uses the EMA weights when the checkpoint has them (and ``use_ema``). Raises
     :class:`CheckpointError` for a file that is not an engine checkpoint, names an unknown model,
     or whose weights do not fit the model and config it names.
     """
-    p = Path(path)
-    ckpt = read_checkpoint(p)
+    p = path if is_mlflow_uri(path) else Path(path)
+    ckpt = read_checkpoint(p, tracking_uri=tracking_uri)
     name = ckpt["model"]
     cfg_dict = ckpt["model_config"]
     if not isinstance(name, str) or not isinstance(cfg_dict, dict):
-        raise _not_engine(p, "its 'model' is not a name or its 'model_config' is not a dict")
+        raise not_engine_checkpoint(p, "its 'model' is not a name or its 'model_config' is not a dict")
     try:
         config = models.config_from_dict(name, cfg_dict)
         model = models.build(name, config)
@@ -139,18 +155,25 @@ def graph_spec(model: Potential) -> GraphSpec:
 class EngineCalculator(Calculator):
     """ASE calculator around a trained :class:`~models.base.Potential` (any registered family).
 
-    ``model`` is a checkpoint path (file or trial folder) or an already built Potential (used
-    as given: call ``.double()`` yourself for float64). Results: ``energy`` and ``free_energy``
-    [eV], ``forces`` [eV/Å] (n, 3), ``stress`` [eV/Å³] Voigt-6 in ASE's sign and order (only
-    for fully periodic cells and models that predict stress).
+    ``model`` is a checkpoint path (file or trial folder), a trial's MLflow run as ``runs:/<run_id>``
+    (read from ``tracking_uri``, default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///./mlflow.db``), or an
+    already built Potential (used as given: call ``.double()`` yourself for float64). Results:
+    ``energy`` and ``free_energy`` [eV], ``forces`` [eV/Å] (n, 3), ``stress`` [eV/Å³] Voigt-6 in ASE's
+    sign and order (only for fully periodic cells and models that predict stress).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]  # noqa: RUF012 - ASE's API
 
-    def __init__(self, model: Potential | str | Path, device: str | torch.device = "cpu", **kwargs: object) -> None:
+    def __init__(
+        self,
+        model: Potential | str | Path,
+        device: str | torch.device = "cpu",
+        tracking_uri: str | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(model, (str, Path)):
-            model = load_potential(model, device=device)
+            model = load_potential(model, device=device, tracking_uri=tracking_uri)
         self.model: Potential = model
         self.device = torch.device(device)
         self.spec = graph_spec(model)

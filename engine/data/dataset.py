@@ -2,8 +2,10 @@
 
 ``path=None`` gives the embedded EMT dataset (:mod:`engine.data.emt`); otherwise the file or
 folder is read with :func:`engine.data.readers.read_records`. Every record is validated (NaN,
-zero-volume cell, label shapes) with the source named in the error, then split by uid hash
-(:mod:`engine.data.splits`).
+zero-volume cell, label shapes) with the source named in the error, then split by group hash
+(:mod:`engine.data.splits`). The dataset's normalization (:mod:`engine.data.normalize`) is fitted
+here on a fixed reference subset of the pool, the same whatever ``train_size`` is, or read from
+``cfg.normalization_file`` when that file exists (a sweep writes one for all its trials).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import DataConfig
+from engine.data.normalize import Normalization, fit_normalization
 from engine.data.records import Record
 from engine.data.splits import split_indices
 from engine.errors import DataError
@@ -25,7 +28,8 @@ class Splits:
 
     ``pool_size`` is how many structures the training pool holds (the largest possible
     ``train_size``); ``source`` names where the data came from; ``skipped`` lists the
-    (uid, reason) of records dropped by ``skip_bad_records``.
+    (uid, reason) of records dropped by ``skip_bad_records``; ``normalization`` is the dataset's
+    (shared by every training-set size).
     """
 
     train: list[Record]
@@ -34,6 +38,7 @@ class Splits:
     pool_size: int
     source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    normalization: Normalization | None = None
 
 
 def load_records(cfg: DataConfig, progress: bool = True) -> tuple[list[Record], str, list[tuple[str, str]]]:
@@ -49,7 +54,7 @@ def load_records(cfg: DataConfig, progress: bool = True) -> tuple[list[Record], 
     else:
         from engine.data.readers import read_records
 
-        result = read_records(cfg.path, skip_bad=cfg.skip_bad_records)
+        result = read_records(cfg.path, skip_bad=cfg.skip_bad_records, group_key=cfg.group_key)
         records, skipped = result.records, result.skipped
         source = str(Path(cfg.path).expanduser().resolve())
     kept = []
@@ -71,9 +76,26 @@ def load_records(cfg: DataConfig, progress: bool = True) -> tuple[list[Record], 
     return kept, source, skipped
 
 
+def reference_subset(records: list[Record], pool: list[int], size: int | None) -> list[Record]:
+    """The structures the dataset's normalization is fitted on: the first ``size`` of the pool's
+    seed-0 order (the whole pool when ``size`` is None/0). Every nested training subset of at most
+    ``size`` structures lies inside it."""
+    chosen = pool if not size else pool[:size]
+    return [records[k] for k in chosen]
+
+
+def dataset_normalization(cfg: DataConfig, records: list[Record], pool: list[int]) -> Normalization:
+    """``cfg.normalization_file`` when it exists, else a fit on :func:`reference_subset`."""
+    if cfg.normalization_file and Path(cfg.normalization_file).is_file():
+        return Normalization.load(cfg.normalization_file)
+    return fit_normalization(reference_subset(records, pool, cfg.normalization_size))
+
+
 def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
-    """Load, validate and split the data of ``cfg`` (see module docstring)."""
+    """Load, validate and split the data of ``cfg``, with the dataset's normalization (module docstring)."""
     records, source, skipped = load_records(cfg, progress=progress)
+    if cfg.normalization_size is not None and cfg.normalization_size < 0:
+        raise DataError(f"data.normalization_size must be ≥ 0, got {cfg.normalization_size}; fix it (0 = whole pool)")
     idx = split_indices(
         records,
         val_fraction=cfg.val_fraction,
@@ -88,4 +110,5 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         pool_size=idx.pool_size,
         source=source,
         skipped=skipped,
+        normalization=dataset_normalization(cfg, records, idx.pool),
     )

@@ -13,7 +13,10 @@ converted with :func:`engine.data.records.vasp_kbar_to_ase_stress` (×(−0.1) G
 are pymatgen ``Structure.as_dict()`` dicts, parsed here without pymatgen.
 
 Each record's uid is ``<file name>:<key>`` (for a directory: the path relative to it), stable
-across runs. A malformed record raises :class:`DataError` naming the file and the record;
+across runs. Its split group (``Record.group``, see :mod:`engine.data.splits`) is MPtrj's ``mp_id``,
+Alexandria's entry id, or for ASE formats the value of ``group_key`` (``data.group_key``) looked up in
+the row's ``key_value_pairs``, then its ``data``, then ``atoms.info``; without one, the uid.
+A malformed record raises :class:`DataError` naming the file and the record;
 ``skip_bad=True`` skips it instead, logs a warning and lists it in ``ReadResult.skipped``.
 """
 
@@ -54,8 +57,12 @@ class _BadRecordError(Exception):
 # entry point
 
 
-def read_records(path: str | Path, skip_bad: bool = False) -> ReadResult:
-    """Read every labelled structure in ``path`` (a file, or a directory of files read in sorted order)."""
+def read_records(path: str | Path, skip_bad: bool = False, group_key: str | None = None) -> ReadResult:
+    """Read every labelled structure in ``path`` (a file, or a directory of files read in sorted order).
+
+    ``group_key`` names the key (of an ASE row's key_value_pairs/data, or atoms.info) holding each
+    structure's split group; a record without it is malformed.
+    """
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"dataset path {p} does not exist; check --data (or data.path), or omit it for the EMT default")
@@ -65,9 +72,9 @@ def read_records(path: str | Path, skip_bad: bool = False) -> ReadResult:
         if not files:
             raise DataError(f"dataset folder {p} holds no data files; point --data at a file or a folder of files")
         for f in files:
-            _read_file(f, f.relative_to(p).as_posix(), skip_bad, result)
+            _read_file(f, f.relative_to(p).as_posix(), skip_bad, result, group_key)
     else:
-        _read_file(p, p.name, skip_bad, result)
+        _read_file(p, p.name, skip_bad, result, group_key)
     if result.skipped:
         log.warning("skipped %d bad record(s) in %s (first: %s: %s)", len(result.skipped), p, *result.skipped[0])
     return result
@@ -77,9 +84,9 @@ def _ignored(f: Path) -> bool:
     return f.name.startswith(".") or f.name.endswith(_SKIP_NAMES)
 
 
-def _read_file(path: Path, label: str, skip_bad: bool, result: ReadResult) -> None:
+def _read_file(path: Path, label: str, skip_bad: bool, result: ReadResult, group_key: str | None = None) -> None:
     """Append the records of one file; ``label`` prefixes uids and names the file in errors."""
-    for key, build in _iter_raw(path):
+    for key, build in _iter_raw(path, group_key):
         uid = f"{label}:{key}"
         try:
             record = build(uid)
@@ -97,22 +104,46 @@ def _read_file(path: Path, label: str, skip_bad: bool, result: ReadResult) -> No
         result.records.append(record)
 
 
-def _iter_raw(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
+def _iter_raw(path: Path, group_key: str | None = None) -> Iterator[tuple[str, Callable[[str], Record]]]:
     """(key, build(uid) -> Record) for each record of ``path``; conversion is deferred so errors name it."""
     name = path.name.lower()
     if name.endswith(".aselmdb") or name.endswith(".db"):
-        yield from _iter_ase_db(path)
+        yield from _with_group(_iter_ase_db(path), group_key)
     elif name.endswith((".json", ".json.bz2", ".json.gz")):
-        yield from _iter_json(path)
+        yield from _iter_json(path)  # MPtrj / Alexandria carry their own groups
     else:
-        yield from _iter_ase_io(path)
+        yield from _with_group(_iter_ase_io(path), group_key)
+
+
+def _with_group(items: Iterator, group_key: str | None) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    """Builders whose record takes its split group from ``group_key`` (see :func:`_group_of`)."""
+    for key, build, source in items:
+        if group_key is None:
+            yield key, build
+        else:
+            yield key, lambda uid, build=build, source=source: _set_group(build(uid), _group_of(source, group_key))
+
+
+def _set_group(record: Record, group: str) -> Record:
+    record.group = group
+    return record
+
+
+def _group_of(source: object, group_key: str) -> str:
+    """``group_key``'s value in an ASE row's key_value_pairs, then its data; or in an Atoms' info."""
+    places = [getattr(source, "key_value_pairs", None), getattr(source, "data", None), getattr(source, "info", None)]
+    for place in places:
+        if isinstance(place, dict) and group_key in place and place[group_key] is not None:
+            value = place[group_key]
+            return str(value.item() if hasattr(value, "item") else value)
+    _bad(f"no group key {group_key!r} in its key_value_pairs, data or info; fix data.group_key or the file")
 
 
 # ---------------------------------------------------------------------------------------
 # ASE databases (.aselmdb, SQLite .db)
 
 
-def _iter_ase_db(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
+def _iter_ase_db(path: Path) -> Iterator[tuple[str, Callable[[str], Record], object]]:
     import ase.db
 
     from engine.data.store import row_to_record
@@ -130,7 +161,7 @@ def _iter_ase_db(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
     except Exception as exc:
         raise DataError(f"cannot read ASE database {path}: {exc}; check that it is a valid .{kind} file") from exc
     for row in rows:
-        yield str(row.id), lambda uid, row=row: row_to_record(row, uid)
+        yield str(row.id), lambda uid, row=row: row_to_record(row, uid), row
 
 
 def _check_lmdb(path: Path) -> None:
@@ -148,7 +179,7 @@ def _check_lmdb(path: Path) -> None:
 # any labelled format ASE reads
 
 
-def _iter_ase_io(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
+def _iter_ase_io(path: Path) -> Iterator[tuple[str, Callable[[str], Record], object]]:
     import ase.io
 
     try:
@@ -166,7 +197,7 @@ def _iter_ase_io(path: Path) -> Iterator[tuple[str, Callable[[str], Record]]]:
             "labelled file (.aselmdb, .db, .extxyz, OUTCAR, vasprun.xml, MPtrj .json, Alexandria .json.bz2)"
         )
     for k, atoms in enumerate(frames):
-        yield str(k), lambda uid, atoms=atoms: Record.from_atoms(atoms, uid=uid)
+        yield str(k), lambda uid, atoms=atoms: Record.from_atoms(atoms, uid=uid), atoms
 
 
 def _guess_format(path: Path) -> str:
@@ -218,16 +249,18 @@ def _iter_mptrj(data: dict) -> Iterator[tuple[str, Callable[[str], Record]]]:
             yield str(mp_id), lambda uid, f=frames: _bad(f"expected a mapping of frames, got {type(f).__name__}")
             continue
         for frame_id, frame in frames.items():
-            yield f"{mp_id}:{frame_id}", lambda uid, frame=frame: _mptrj_frame(frame, uid)
+            yield f"{mp_id}:{frame_id}", lambda uid, frame=frame, g=str(mp_id): _mptrj_frame(frame, uid, g)
 
 
-def _mptrj_frame(frame: object, uid: str) -> Record:
+def _mptrj_frame(frame: object, uid: str, group: str) -> Record:
     if not isinstance(frame, dict):
         _bad(f"frame is a {type(frame).__name__}, not a mapping")
     if "structure" not in frame:
         _bad("missing 'structure'")
     energy = frame.get("uncorrected_total_energy")  # eV, no MP2020 correction
-    return _from_pymatgen(frame["structure"], energy, frame.get("force"), frame.get("stress"), uid)
+    record = _from_pymatgen(frame["structure"], energy, frame.get("force"), frame.get("stress"), uid)
+    record.group = group  # every frame of one mp_id's relaxations: one split group
+    return record
 
 
 def _iter_alexandria(data: dict) -> Iterator[tuple[str, Callable[[str], Record]]]:
@@ -238,15 +271,17 @@ def _iter_alexandria(data: dict) -> Iterator[tuple[str, Callable[[str], Record]]
                 yield f"{key}:{t}", lambda uid: _bad("trajectory has no 'steps' list")
                 continue
             for s, step in enumerate(steps):
-                yield f"{key}:{t}:{s}", lambda uid, step=step: _alexandria_step(step, uid)
+                yield f"{key}:{t}:{s}", lambda uid, step=step, g=str(key): _alexandria_step(step, uid, g)
 
 
-def _alexandria_step(step: object, uid: str) -> Record:
+def _alexandria_step(step: object, uid: str, group: str) -> Record:
     if not isinstance(step, dict):
         _bad(f"step is a {type(step).__name__}, not a mapping")
     if "structure" not in step:
         _bad("missing 'structure'")
-    return _from_pymatgen(step["structure"], step.get("energy"), step.get("forces"), step.get("stress"), uid)
+    record = _from_pymatgen(step["structure"], step.get("energy"), step.get("forces"), step.get("stress"), uid)
+    record.group = group  # every step of every trajectory of one entry: one split group
+    return record
 
 
 def _from_pymatgen(structure: object, energy: object, forces: object, stress_kbar: object, uid: str) -> Record:

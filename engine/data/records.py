@@ -66,8 +66,11 @@ class Record:
     energy: float | None = None  # eV, total
     forces: np.ndarray | None = None  # (n, 3) eV/Å
     stress: np.ndarray | None = None  # (3, 3) eV/Å³, ASE sign
-    uid: str = ""  # stable identity (source file + key); used for hash splits
+    uid: str = ""  # stable identity (source file + key)
     info: dict = field(default_factory=dict)
+    # frames that belong together (one trajectory, relaxation or parent entry: MPtrj mp_id, Alexandria
+    # entry id); validation/test are chosen by hashing it so no group straddles the split (None: the uid)
+    group: str | None = None
 
     def __post_init__(self) -> None:
         self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
@@ -81,10 +84,17 @@ class Record:
         self.stress = as_stress_tensor(self.stress)
         if not self.uid:
             self.uid = self.content_hash()
+        if self.group is not None:
+            self.group = str(self.group)
 
     @property
     def n_atoms(self) -> int:
         return int(self.numbers.shape[0])
+
+    @property
+    def split_key(self) -> str:
+        """What the hash split groups by: the group when set, else the structure's own uid."""
+        return self.group if self.group is not None else self.uid
 
     @property
     def volume(self) -> float:
@@ -138,7 +148,7 @@ class Record:
         return self
 
     @classmethod
-    def from_atoms(cls, atoms, uid: str = "", **info) -> Record:
+    def from_atoms(cls, atoms, uid: str = "", group: str | None = None, **info) -> Record:
         """Build from an ``ase.Atoms`` with an attached (single-point) calculator, if any."""
         energy = forces = stress = None
         calc = atoms.calc
@@ -157,6 +167,7 @@ class Record:
             stress=stress,
             uid=uid,
             info=dict(info),
+            group=group,
         )
 
     def to_atoms(self):

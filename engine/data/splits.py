@@ -1,18 +1,21 @@
-"""Hash splits: fixed validation/test sets and nested training subsets.
+"""Hash splits by group: fixed validation/test sets and nested training subsets.
 
-Each record's uid is hashed (SHA-256) to a number u in [0, 1). ``u < val_fraction`` puts it
-in validation, ``u < val_fraction + test_fraction`` in test, anything else in the training
-pool. Membership depends on the uid alone, so the held-out sets never move when data is added.
-The pool is ordered by a second, seeded hash and ``train_size`` takes a prefix of that order,
-so smaller training sets are subsets of larger ones (1k ⊂ 10k): a data-scaling sweep compares
-like with like.
+Each record's *group* (``Record.split_key``: its trajectory, relaxation or parent entry, such as
+MPtrj's ``mp_id``; the structure's own uid when it has none) is hashed (SHA-256) to a number u in
+[0, 1). ``u < val_fraction`` puts the whole group in validation, ``u < val_fraction + test_fraction``
+in test, anything else in the training pool, so frames of one relaxation never sit on both sides
+of a split (splitting per frame leaks near-duplicates into validation). Membership depends on the
+group alone, so the held-out sets never move when data is added; the fractions are fractions of
+groups (of structures only on average). The pool is ordered by a second, seeded hash of each
+record's uid and ``train_size`` takes a prefix of that order, so smaller training sets are subsets
+of larger ones (1k ⊂ 10k): a data-scaling sweep compares like with like.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.data.records import Record
 from engine.errors import DataError
@@ -29,12 +32,14 @@ def uid_unit(uid: str, salt: str) -> float:
 
 @dataclass
 class SplitIndices:
-    """Indices into the record list: train (nested prefix, in pool order), val (capped), test, and the pool size."""
+    """Indices into the record list: train (nested prefix, in pool order), val (capped), test, the pool size,
+    and the whole pool in its seeded order (``train`` is a prefix of it)."""
 
     train: list[int]
     val: list[int]
     test: list[int]
     pool_size: int
+    pool: list[int] = field(default_factory=list)
 
 
 def split_indices(
@@ -45,7 +50,7 @@ def split_indices(
     max_val: int | None = None,
     order_seed: int = 0,
 ) -> SplitIndices:
-    """Assign records to val/test by uid hash and take a nested ``train_size`` prefix of the rest.
+    """Assign records to val/test by group hash and take a nested ``train_size`` prefix of the rest.
 
     ``train_size`` None or 0 takes the whole pool. ``max_val`` keeps the validation records with
     the smallest holdout hash: fixed for a given dataset whatever ``train_size`` is (adding
@@ -61,15 +66,16 @@ def split_indices(
         raise DataError(f"train_size must be positive, got {train_size}; fix --train-size")
     val, test, pool = [], [], []
     for k, r in enumerate(records):
-        u = uid_unit(r.uid, _HOLDOUT_SALT)
+        u = uid_unit(r.split_key, _HOLDOUT_SALT)
         if u < val_fraction:
             val.append((u, k))
         elif u < val_fraction + test_fraction:
             test.append((u, k))
         else:
             pool.append((uid_unit(r.uid, f"{_ORDER_SALT}:{order_seed}"), k))
-    val.sort()
-    test.sort()
+    # frames of one group share u: order them by their own uid hash, so the cap is stable too
+    val.sort(key=lambda item: (item[0], uid_unit(records[item[1]].uid, _HOLDOUT_SALT), item[1]))
+    test.sort(key=lambda item: (item[0], uid_unit(records[item[1]].uid, _HOLDOUT_SALT), item[1]))
     pool.sort()
     n_held_out = len(val) + len(test)
     if max_val is not None and max_val >= 0:
@@ -85,5 +91,9 @@ def split_indices(
     else:
         chosen = pool
     return SplitIndices(
-        train=[k for _, k in chosen], val=[k for _, k in val], test=[k for _, k in test], pool_size=len(pool)
+        train=[k for _, k in chosen],
+        val=[k for _, k in val],
+        test=[k for _, k in test],
+        pool_size=len(pool),
+        pool=[k for _, k in pool],
     )

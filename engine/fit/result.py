@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.fit.lse import LseLaw
+from engine.fit.shape import LseLaw
+from engine.fit.trust import prediction_interval
 
 
 class FitUnavailable(Exception):  # noqa: N818 - reads as "fit unavailable: <why>" in reports
@@ -63,7 +64,18 @@ class LawFit:
     n_boot_ok: int
     seed: int
     theta: list[float]  # log-space parameters [log coef, exponent, …, log E]
+    converged: bool = True  # the reported optimum met the convergence test
+    not_identified: dict[str, str] = field(default_factory=dict)  # parameter → why the runs do not pin it
+    flags: list[str] = field(default_factory=list)  # one sentence per reason not to trust this fit
+    scatter_log: float = float("nan")  # σ of one run's log L around the law (seeds, else residuals)
+    scatter_dof: int = 0
+    scatter_source: str = "residuals"  # seeds | residuals
     boot_theta: np.ndarray = field(default=None, repr=False)  # (B, P), not serialized
+
+    @property
+    def trusted(self) -> bool:
+        """Converged, and every parameter identified by the runs."""
+        return not self.flags
 
     @property
     def shape(self) -> LseLaw:
@@ -84,8 +96,20 @@ class LawFit:
         q = 100 * (1 - level) / 2
         return np.exp(np.percentile(logp, q, axis=0)), np.exp(np.percentile(logp, 100 - q, axis=0))
 
+    def prediction_interval(self, x: np.ndarray, n_obs: int = 1, level: float = 0.95):
+        """(lower, upper) of a new measurement (mean of ``n_obs`` runs) at x: curve plus scatter."""
+        logx = np.log(np.asarray(x, dtype=float)).reshape(-1, self.shape.n_terms)
+        mid = self.shape.predict_log(np.asarray(self.theta), logx)
+        boot = None
+        if self.boot_theta is not None and len(self.boot_theta) > 1:
+            boot = self.shape.predict_log(self.boot_theta, logx)
+        lo, hi, _ = prediction_interval(mid, boot, self.scatter_log, self.scatter_dof, self.scatter_source,
+                                        n_obs, level)
+        return lo, hi
+
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "boot_theta"}
+        out["trusted"] = self.trusted
         return _jsonable(out)
 
 

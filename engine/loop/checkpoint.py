@@ -1,23 +1,14 @@
-"""Atomic, safe-to-load trial checkpoints in the project's fixed format.
+"""The loop's resume state inside a checkpoint: RNG states, and whether a checkpoint fits the trial resuming.
 
-``checkpoint.pt`` holds only plain types and tensors, so ``torch.load(path, weights_only=True)``
-reads it without unpickling code:
-
-    {"format": "engine-checkpoint/1", "model", "model_config", "normalization", "model_state",
-     "ema_state", "optimizer_state", "scheduler_state", "scaler_state", "epoch", "step",
-     "flops_cum", "wall_s", "rng", "trial_config", "metrics_history"}
-
-Writes go to a temporary file in the same folder, then ``os.replace``: a crash mid-write
-leaves the previous checkpoint intact.
+The file format itself (keys, atomic writes, safe reads) lives in :mod:`models.checkpoint`, below
+both the loop that writes it and the calculator that reads it; its names are re-exported here so
+the loop keeps one import.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +16,34 @@ import numpy as np
 import torch
 
 from engine.errors import CheckpointError
+from models.checkpoint import (
+    FILENAME,
+    FORMAT,
+    REQUIRED_KEYS,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-FORMAT = "engine-checkpoint/1"
-FILENAME = "checkpoint.pt"
-REQUIRED_KEYS = (
-    "format", "model", "model_config", "normalization", "model_state", "ema_state", "optimizer_state",
-    "scheduler_state", "scaler_state", "epoch", "step", "flops_cum", "wall_s", "rng", "trial_config",
-    "metrics_history",
-)  # fmt: skip
+__all__ = [
+    "FILENAME",
+    "FORMAT",
+    "REQUIRED_KEYS",
+    "RESUMABLE_CHANGES",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_compatible",
+    "load_checkpoint",
+    "numpy_generator_state",
+    "restore_numpy_generator",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
 # Trial-config keys that may change between a run and its resume (they do not alter the result).
 RESUMABLE_CHANGES = frozenset({"device", "threads", "max_flops", "count_flops"})
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def rng_state() -> dict[str, Any]:
@@ -86,42 +75,6 @@ def restore_numpy_generator(state: dict) -> np.random.Generator:
     bit_gen = getattr(np.random, state["bit_generator"])()
     bit_gen.state = state
     return np.random.Generator(bit_gen)
-
-
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write ``payload`` (must hold every key of the fixed format)."""
-    missing = [k for k in REQUIRED_KEYS if k not in payload]
-    if missing:
-        raise ValueError(f"checkpoint payload lacks {missing}")
-    path = Path(path)
-    buf = _to_bytes(payload)
-    atomic_write_bytes(path, buf)
-    return path
-
-
-def _to_bytes(payload: dict[str, Any]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return buf.getvalue()
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; unreadable or foreign files raise :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; check the run directory")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot load checkpoint {path} safely ({first}); delete it to start over or point to another run"
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an {FORMAT} checkpoint; delete it or use another run directory")
-    return ckpt
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -12,11 +12,18 @@ Final states: a trial that trained to its end → FINISHED (``engine.status=comp
 ASHA stopped at a rung → FINISHED with ``engine.status=stopped`` (its history up to the rung is
 valid data for the compute frontier); one that errored → FAILED; one still open when the driver
 ends (interrupt) → KILLED (``engine.status=interrupted``), reopened by ``--resume``.
+
+Artifacts: when a trial ends, its ``config.json``, ``metrics.jsonl`` and ``checkpoint.pt`` are logged
+at its run's artifact root (tag ``engine.artifacts`` lists them), so ``EngineCalculator("runs:/<id>")``
+and the report load a trial from MLflow alone. Each experiment's artifact location is set when it
+is created (``mlartifacts`` beside a SQLite store; a server's own root otherwise), never Ray's
+session folder. Searches are paged (:func:`search_all`), so sweeps of any size are found whole.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import time
@@ -26,6 +33,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from engine.errors import TrackingError
+
+log = logging.getLogger(__name__)
 
 KIND_SWEEP = "sweep"
 KIND_TRIAL = "trial"
@@ -50,6 +59,10 @@ TUNE_KEYS = frozenset(
         "should_checkpoint",
     }
 )
+SEARCH_PAGE = 1000  # runs per MLflow search request
+# a trial run's artifacts (files of its run folder, logged at the artifact root when the trial ends);
+# EngineCalculator("runs:/<run_id>") reads checkpoint.pt
+TRIAL_ARTIFACTS = ("config.json", "metrics.jsonl", "checkpoint.pt")
 _PACKAGES = ("torch", "ray", "mlflow", "optuna", "ase", "vesin", "torch_geometric", "numpy", "scipy")
 
 
@@ -125,6 +138,19 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         raise TrackingError(f"unsupported MLflow tracking URI {uri!r}; use sqlite:///mlflow.db or http://host:5000")
 
 
+def search_all(client, experiment_ids: list[str], filter_string: str = "", page_size: int = SEARCH_PAGE) -> list:
+    """Every run matching ``filter_string``, page after page (one ``search_runs`` call stops at its
+    ``max_results``; a 10,000-trial sweep needs several)."""
+    runs: list = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=page_size, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def _finite_metrics(metrics: dict) -> dict[str, float]:
     out = {}
     for key, value in metrics.items():
@@ -163,10 +189,11 @@ class SweepTracker:
         self._children: dict[str, str] = {}  # trial_id -> run_id
         self._last_step: dict[str, int] = {}  # run_id -> last epoch logged
         self._logged_params: dict[str, set[str]] = {}
+        self._run_dirs: dict[str, Path] = {}  # trial_id -> its run folder (from the checkpoint path)
 
     # -- lookups ---------------------------------------------------------------------
     def _search(self, filter_string: str) -> list:
-        return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=5000))
+        return search_all(self.client, [self.experiment_id], filter_string)
 
     def child_runs(self) -> list:
         return self._search(f"tags.`engine.kind` = '{KIND_TRIAL}' and tags.`engine.sweep` = '{self.sweep}'")
@@ -242,6 +269,7 @@ class SweepTracker:
         self.client.set_tag(run_id, "engine.status", "running")
         if checkpoint_path:
             self.client.set_tag(run_id, "engine.checkpoint_path", checkpoint_path)
+            self._run_dirs[trial_id] = Path(checkpoint_path).parent
         self._log_params(run_id, params)
         return run_id
 
@@ -263,10 +291,43 @@ class SweepTracker:
             self._log_params(run_id, {k: int(v) for k, v in first.items()})
         return True
 
-    def end_trial(self, trial_id: str, status: str, engine_status: str, error: str | None = None) -> None:
+    def log_trial_artifacts(self, trial_id: str, run_dir: str | Path | None = None) -> list[str]:
+        """Log the trial's ``config.json``, ``metrics.jsonl`` and ``checkpoint.pt`` to its run (artifact root).
+
+        ``run_dir`` defaults to the folder of the checkpoint path given to :meth:`start_trial`. Returns
+        the names logged and records them in the tag ``engine.artifacts``. A folder this driver cannot
+        see (a node's local disk) or a failed upload is a warning and a tag, never a crash of the sweep.
+        """
+        run_id = self._children.get(trial_id)
+        folder = Path(run_dir) if run_dir is not None else self._run_dirs.get(trial_id)
+        if run_id is None or folder is None:
+            return []
+        from mlflow.exceptions import MlflowException
+
+        logged = []
+        try:
+            for name in TRIAL_ARTIFACTS:
+                if (folder / name).is_file():
+                    self.client.log_artifact(run_id, str(folder / name))
+                    logged.append(name)
+        except (MlflowException, OSError) as exc:
+            log.warning("could not log artifacts of trial %s to MLflow: %s", trial_id, str(exc).splitlines()[0])
+            self.client.set_tag(run_id, "engine.artifacts", "failed")
+            return logged
+        if not logged:
+            log.warning("trial %s: no artifacts in %s (not visible from the driver?)", trial_id, folder)
+        self.client.set_tag(run_id, "engine.artifacts", ",".join(logged) or "missing")
+        return logged
+
+    def end_trial(
+        self, trial_id: str, status: str, engine_status: str, error: str | None = None, artifacts: bool = True
+    ) -> None:
+        """Close the trial's run with ``status``; first log its artifacts (``artifacts=True``)."""
         run_id = self._children.get(trial_id)
         if run_id is None:
             return
+        if artifacts:
+            self.log_trial_artifacts(trial_id)
         self.client.set_tag(run_id, "engine.status", engine_status)
         if error:
             self.client.set_tag(run_id, "engine.error", error[:4000])

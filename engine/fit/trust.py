@@ -1,0 +1,120 @@
+"""When not to believe a fit: unidentified parameters, unconverged optima, prediction intervals.
+
+- A parameter is *not identified by these runs* when its 95 % bootstrap interval crosses zero (an
+  exponent: the runs cannot tell growth from decay) or spans more than a factor of 100 (a coefficient:
+  any value in that range fits). Such a parameter is flagged, never quoted as a law.
+- An optimum that no start reached with the convergence test is flagged as unconverged.
+- A held-out measurement is compared with a PREDICTION interval: the curve's bootstrap uncertainty
+  plus the scatter of one measurement around it (seeds at a point, or the law's residuals when there
+  is one seed per point). The interval of the mean curve alone is too narrow for single measurements
+  and over-reports misses (e.g. Gelman & Hill 2007, §3.5: predictive vs. confidence intervals).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+EXPONENTS = ("beta", "a", "b")  # identified only if the interval excludes zero
+COEFFICIENTS = ("alpha", "E", "A", "B")  # identified only if the interval spans ≤ MAX_COEF_SPAN
+DERIVED = {"x_n_opt": ("a", "b"), "y_d_opt": ("a", "b")}  # ratios of exponents inherit their flags
+MAX_COEF_SPAN = 100.0
+NOT_IDENTIFIED = "not identified by these runs"
+
+
+def not_identified(params: dict[str, float], ci95: dict, n_boot_ok: int, n_boot: int) -> dict[str, str]:
+    """Parameter → why the runs do not identify it (identified parameters are absent).
+
+    Without a bootstrap (``n_boot`` 0) nothing is judged; when resamples were drawn but none converged,
+    every parameter is unidentified.
+    """
+    if n_boot <= 0:
+        return {}
+    if n_boot_ok == 0:
+        return {k: "no bootstrap resample converged" for k in params}
+    out: dict[str, str] = {}
+    for k in params:
+        lo, hi = (list(ci95.get(k) or []) + [math.nan, math.nan])[:2]
+        if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+            if k in EXPONENTS or k in COEFFICIENTS:
+                out[k] = "no finite 95 % interval"
+            continue
+        if k in EXPONENTS and lo <= 0.0 <= hi:
+            out[k] = f"95 % interval [{lo:.3g}, {hi:.3g}] crosses zero"
+        elif k in COEFFICIENTS and (lo <= 0 or hi / lo > MAX_COEF_SPAN):
+            span = hi / lo if lo > 0 else math.inf
+            out[k] = f"95 % interval [{lo:.3g}, {hi:.3g}] spans a factor {span:.3g} (> {MAX_COEF_SPAN:g})"
+    for k, deps in DERIVED.items():
+        bad = [d for d in deps if d in out]
+        if k in params and bad:
+            out[k] = f"depends on {', '.join(bad)}, not identified"
+    return out
+
+
+def fit_flags(converged: bool, n_starts: int, unidentified: dict[str, str]) -> list[str]:
+    """One sentence per reason not to trust a fit (empty when there is none)."""
+    flags = []
+    if not converged:
+        flags.append(f"not converged: none of {n_starts} starts met the convergence test; the best unconverged "
+                     "optimum is shown")
+    for k, why in unidentified.items():
+        flags.append(f"{k} {NOT_IDENTIFIED} ({why})")
+    return flags
+
+
+def seed_scatter(logy_runs: np.ndarray, inverse: np.ndarray) -> tuple[float, int]:
+    """Pooled within-point standard deviation of log L over points with ≥ 2 runs, and its degrees of freedom."""
+    logy_runs = np.asarray(logy_runs, dtype=float)
+    ss, dof = 0.0, 0
+    for g in np.unique(inverse):
+        v = logy_runs[inverse == g]
+        if len(v) > 1:
+            ss += float(np.sum((v - v.mean()) ** 2))
+            dof += len(v) - 1
+    return (math.sqrt(ss / dof), dof) if dof else (math.nan, 0)
+
+
+def measurement_scatter(
+    logy_runs: np.ndarray, inverse: np.ndarray, resid_points: np.ndarray, n_params: int
+) -> tuple[float, int, str]:
+    """(σ of one run's log L around the law, degrees of freedom, source 'seeds' | 'residuals').
+
+    Seeds at a point measure the scatter directly; with one run per point the law's residuals do, with
+    G − P degrees of freedom (G points, P parameters).
+    """
+    sigma, dof = seed_scatter(logy_runs, inverse)
+    if dof > 0:
+        return sigma, dof, "seeds"
+    resid_points = np.asarray(resid_points, dtype=float)
+    dof = len(resid_points) - n_params
+    if dof <= 0:
+        return math.nan, 0, "residuals"
+    return math.sqrt(float(np.sum(resid_points**2)) / dof), dof, "residuals"
+
+
+def prediction_interval(
+    log_pred: np.ndarray,
+    boot_log_pred: np.ndarray | None,
+    sigma: float,
+    dof: int,
+    source: str,
+    n_obs: int = 1,
+    level: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower, upper, half-width in log space) of the prediction interval for the mean of ``n_obs`` runs.
+
+    Variance in log space: the bootstrap variance of the curve at that point plus σ²/n_obs (seed scatter:
+    the observed mean averages n_obs seeds) or σ² (residual scatter: it already describes a point mean).
+    Student-t quantile with ``dof`` degrees of freedom of σ (normal when σ is unknown).
+    """
+    log_pred = np.atleast_1d(np.asarray(log_pred, dtype=float))
+    var_curve = np.zeros_like(log_pred)
+    if boot_log_pred is not None and len(boot_log_pred) > 1:
+        var_curve = np.var(np.asarray(boot_log_pred, dtype=float), axis=0, ddof=1)
+    s2 = 0.0 if not math.isfinite(sigma) else sigma**2 / (max(n_obs, 1) if source == "seeds" else 1)
+    q = 0.5 + level / 2
+    z = float(stats.t.ppf(q, dof)) if dof > 0 else float(stats.norm.ppf(q))
+    half = z * np.sqrt(var_curve + s2)
+    return np.exp(log_pred - half), np.exp(log_pred + half), half
