@@ -1,0 +1,66 @@
+"""A trial's training data as an MLflow dataset input (the UI's "Datasets" column and filter).
+
+Each trial run gets one input: the dataset's source (a file or folder, or the embedded EMT generator
+with its seed and size), a digest of what it holds (the uids of the whole pool, so two trials with the
+same digest trained on the same structures), and tags naming the training subset and the split sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+DIGEST_CHARS = 16
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a sweep's trials train on: a source, a content digest and the split sizes (structures)."""
+
+    name: str
+    source: str  # absolute path, or "emt://seed<seed>/n<size>[/subsets]" for the embedded generator
+    digest: str
+    n_train_pool: int
+    n_val: int
+    n_test: int
+
+
+def digest_of(uids: list[str]) -> str:
+    """A short, order-independent digest of the structures' identities."""
+    h = hashlib.sha256()
+    for uid in sorted(uids):
+        h.update(uid.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:DIGEST_CHARS]
+
+
+def describe(data: dict, pool_uids: list[str], n_train_pool: int, n_val: int, n_test: int) -> DatasetInfo:
+    """``data`` is a trial config's ``data`` section (a dict)."""
+    path = data.get("path")
+    if path:
+        source = str(Path(path).resolve())
+        name = Path(path).name
+    else:
+        subsets = data.get("emt_subsets") or []
+        tail = "/" + ",".join(subsets) if subsets else ""
+        source = f"emt://seed{data.get('emt_seed', 0)}/n{data.get('emt_size')}{tail}"
+        name = f"emt-seed{data.get('emt_seed', 0)}-n{data.get('emt_size')}"
+    return DatasetInfo(name, source, digest_of(pool_uids), n_train_pool, n_val, n_test)
+
+
+def log_dataset(client, run_id: str, info: DatasetInfo, train_size: int | None) -> None:
+    """Attach ``info`` to ``run_id`` as a training input, with the subset and split sizes as tags."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    dataset = MetaDataset(source=LocalArtifactDatasetSource(info.source), name=info.name, digest=info.digest)
+    tags = [
+        InputTag("mlflow.data.context", "train"),
+        InputTag("engine.train_size", str(train_size if train_size else info.n_train_pool)),
+        InputTag("engine.train_pool", str(info.n_train_pool)),
+        InputTag("engine.n_val", str(info.n_val)),
+        InputTag("engine.n_test", str(info.n_test)),
+    ]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)])
