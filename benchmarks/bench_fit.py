@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from engine.fit.joint import fit_joint
-from engine.fit.lse import LseLaw, fit_multistart
+from engine.fit.multistart import fit_multistart
+from engine.fit.shape import LseLaw
 
 TRUE = {"E": 1.82, "A": 482.0, "a": 0.35, "B": 2085.0, "b": 0.37}
 

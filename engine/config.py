@@ -27,6 +27,8 @@ class DataConfig:
     """
 
     path: str | None = None
+    # reader of path's files when their names mislead: an ASE format (extxyz, vasp-out, ...), aselmdb, db, json
+    format: str | None = None
     emt_size: int = 3000
     emt_seed: int = 0
     train_size: int | None = None
@@ -65,6 +67,19 @@ class OptimConfig:
     min_lr_factor: float = 0.01
     grad_clip: float = 1.0
     ema_decay: float | None = None  # e.g. 0.999; None = no EMA
+    schedule: str = "cosine"  # cosine | wsd (warmup–stable–decay; engine.loop.schedule)
+    cooldown_fraction: float = 0.2  # wsd: share of the steps spent decaying (Hägele et al. 2024: 0.1–0.2)
+    cooldown_shape: str = "sqrt"  # wsd cooldown: linear | sqrt (1 − √t)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "wsd"):
+            raise ConfigError(f"optim.schedule must be cosine or wsd, got {self.schedule!r}; fix optim.schedule")
+        if self.cooldown_shape not in ("linear", "sqrt"):
+            raise ConfigError(f"optim.cooldown_shape must be linear or sqrt, got {self.cooldown_shape!r}; fix it")
+        if not 0.0 < self.cooldown_fraction < 1.0:
+            raise ConfigError(
+                f"optim.cooldown_fraction must be in (0, 1) (typically 0.1–0.2), got {self.cooldown_fraction}; fix it"
+            )
 
 
 @dataclass
@@ -144,15 +159,30 @@ class TrialConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     batch_size: int = 16  # structures per batch (global, across DDP ranks)
     max_atoms_per_batch: int = 1024  # atom budget per batch (global)
-    amp: bool = False  # bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    # mixed precision (engine.loop.precision): false | bf16 | fp16 (+ GradScaler) | true = bf16 where the
+    # device supports it (CPU, Ampere+ GPUs), else fp16
+    amp: bool | str = False
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     count_flops: bool = True  # exact FLOPs of every step with torch.utils.flop_counter
     max_flops: float | None = None  # stop once cumulative FLOPs pass this budget
+    # compute axis: main-run FLOPs at which an annealed cooldown branch is scored and reported
+    # (engine.loop.cooldown); the last one ends the trial with its cooldown. Needs optim.schedule wsd.
+    rung_flops: list | None = None
     threads: int | None = None  # torch intra-op threads; None = leave as is
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amp, str):
+            mode = self.amp.strip().lower()
+            if mode not in AMP_MODES:
+                raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)} (or true/false), got {self.amp!r}")
+            self.amp = {"true": True, "false": False}.get(mode, mode)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+AMP_MODES = ("false", "true", "bf16", "fp16")  # TrialConfig.amp as text
 
 
 # ---------------------------------------------------------------------------------------

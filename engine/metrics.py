@@ -10,7 +10,7 @@ from typing import Protocol
 
 EPOCH = "epoch"
 STEP = "step"  # optimizer steps so far
-FLOPS_CUM = "flops_cum"  # FLOPs (forward + backward) of every training step so far
+FLOPS_CUM = "flops_cum"  # executed matmul FLOPs (forward + backward, double backward of conservative models) so far
 WALL_S = "wall_s"  # seconds inside the training loop so far
 LR = "lr"
 TRAIN_SIZE = "train_size"  # structures in the training subset
@@ -18,8 +18,23 @@ N_PARAMS = "n_params"  # trainable parameters
 THROUGHPUT_STRUCT_S = "throughput_structures_per_s"
 THROUGHPUT_ATOMS_S = "throughput_atoms_per_s"
 CHECKPOINT = "checkpoint_path"
+# 1 once the FLOP accountant's exact linear law failed a check and every later step is counted (slower, exact)
+FLOPS_FALLBACK = "flops_counting_fallback"
+REPORT = "report"  # index of the report in the trial (0 = untrained): the MLflow step, unique per report
+# compute axis (engine.loop.cooldown): a report at a FLOP rung scores a cooldown branch; its val_* and
+# train_* are the annealed model's, and these say how the branch went
+RUNG = "rung"  # index of the FLOP rung (0 = first budget)
+RUNG_FLOPS = "rung_flops"  # the rung's budget: main-run FLOPs at which the branch was taken
+COOLDOWN_STEPS = "cooldown_steps"  # optimizer steps of the branch
+COOLDOWN_FLOPS = "cooldown_flops"  # FLOPs of the branch (also counted in flops_cum)
+LR_COOLDOWN_END = "lr_cooldown_end"  # LR of the branch's last step (≤ 1.5 · min_lr_factor · peak: annealed)
+VAL_LOSS_UNANNEALED = "val_loss_unannealed"  # val_loss of the main run at the rung, before the cooldown
+EPOCHS_RUN = "epochs_run"  # passes over the training subset so far: structures seen / train_size
+BEST_EPOCH = "best_epoch"  # early stopping: the epoch whose weights the trial ended with
+DIVERGED_EPOCH = "diverged_epoch"  # only in the last report of a trial whose loss became NaN/inf
+STATUS_DIVERGED = "diverged"  # MLflow tag engine.status of such a trial (excluded from fits)
 
-# per split ("train", "val"): f"{split}_{name}"
+# per split ("train", "val", "test": the test split once, at the end of a trial): f"{split}_{name}"
 LOSS = "loss"  # weighted total (the optimized objective, dimensionless)
 ENERGY_MAE = "energy_mae_mev_per_atom"
 FORCES_MAE = "forces_mae_mev_per_a"  # mean |ΔF| component-wise, meV/Å

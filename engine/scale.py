@@ -47,11 +47,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epochs per trial")
     parser.add_argument("--lr", type=float, help="peak learning rate")
     parser.add_argument("--batch-size", type=int, help="structures per global batch")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 + grad scaler on GPU, bf16 on CPU)")
+    parser.add_argument("--amp", nargs="?", const=True, metavar="bf16|fp16", help="autocast; alone: bf16 if supported")
     parser.add_argument("--seeds", type=int, help="run seeds 0..K-1 for every grid point")
     parser.add_argument("--workers", type=int, help="DDP workers per trial (>1 runs Ray Train)")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0 = CPU)")
     parser.add_argument("--address", help="Ray cluster address ('auto' joins the running cluster); default: local Ray")
+    parser.add_argument("--storage", help="trial state all nodes see: shared path, s3://, gs:// (default: sweep dir)")
     parser.add_argument(
         "--name",
         help="sweep name (folder sweeps/<name>/ and MLflow experiment); default <axis>-<model>-<date>-<time>",
@@ -98,6 +99,10 @@ def build_space(args: argparse.Namespace, axis: str | None):
         if res.workers < 1 or res.gpus_per_worker < 0:
             raise ConfigError("--workers must be ≥ 1 and --gpus-per-worker ≥ 0")
         space = dataclasses.replace(space, resources=res)
+    if getattr(args, "no_early_stop", False):
+        if space.axis != "compute":
+            raise ConfigError(f"--no-early-stop applies to the compute axis, not {space.axis!r}; remove it")
+        space = dataclasses.replace(space, early_stop=False)
     return space
 
 
@@ -151,12 +156,18 @@ def print_summary(result, space_axis: str) -> None:
         print(f"interrupted: continue with python -m engine.scale --name {result.name} --resume")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine.scale", description=__doc__.splitlines()[0])
     parser.add_argument("--axis", choices=AXES, help="which scaling axis (default: the space file's)")
     parser.add_argument("--lr-from", metavar="SWEEP", help="use the best lr and batch size of an engine.tune sweep")
+    parser.add_argument("--no-early-stop", action="store_true",
+                        help="compute axis: no ASHA; every trial to the last budget (the reference grid)")
     add_common_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from engine.sweep.runner import SweepOptions, load_saved_space, run_report, run_sweep, sweep_dir_for
 
     if args.resume:
@@ -178,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     from engine.sweep.tracking import check_reachable
 
     check_reachable(args.tracking_uri or paths.default_tracking_uri())  # fail before the sweep folder is written
-    options = SweepOptions(name=name, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri)
+    options = SweepOptions(name=name, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri,
+                           storage=args.storage)
     result = run_sweep(space, options, space_text=text)
     if not args.no_report and not result.interrupted:
         result.report_path = run_report(result)

@@ -214,13 +214,14 @@ def start_server(
     return handle
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
+    """Signal handler: turn SIGTERM (or an inherited-ignored SIGINT) into a KeyboardInterrupt."""
     raise KeyboardInterrupt
 
 
 def serve_forever(handle: ServerHandle) -> None:
     """Block until Ctrl-C or SIGTERM (or the server dies), then stop the server's group."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         while handle.process.poll() is None:
             time.sleep(0.5)

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="named size preset of the model family")
     p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE", help="model config overrides")
     p.add_argument("--data", help="dataset file or folder (default: the embedded EMT dataset)")
+    p.add_argument("--data-format", help="format of --data when its name misleads ASE (extxyz, vasp-out, aselmdb, ...)")
     p.add_argument("--emt-size", type=int, help="structures in the embedded EMT dataset (before splitting)")
     p.add_argument("--train-size", type=int, help="structures in the (nested) training subset; 0 = all")
     p.add_argument("--skip-bad-records", action="store_true", default=None, help="skip and count malformed records")
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help=f"structures per global batch; default {CLI_DEFAULTS['batch_size']}")
     p.add_argument("--max-atoms-per-batch", type=int, help="atom budget per global batch")
     p.add_argument("--ema-decay", type=float, help="EMA of weights (e.g. 0.999); validation uses the average")
-    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CPU, fp16 + GradScaler on CUDA")
+    p.add_argument("--amp", nargs="?", const=True, metavar="bf16|fp16", help="autocast; alone: bf16 if supported")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="torch intra-op threads")
@@ -100,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     values.update({k: v for k, v in top.items() if v is not None})
     if args.no_flops:
         values["count_flops"] = False
-    data = {"path": args.data, "emt_size": args.emt_size, "train_size": args.train_size}
+    data = {"path": args.data, "format": args.data_format, "emt_size": args.emt_size, "train_size": args.train_size}
     data["skip_bad_records"] = args.skip_bad_records
     values["data"].update({k: v for k, v in data.items() if v is not None})
     optim = {"lr": args.lr, "ema_decay": args.ema_decay}

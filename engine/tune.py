@@ -31,7 +31,7 @@ def make_tuner_factory(space: Any, seed: int = 0):
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from engine.sweep.progress import RecordingASHA
+    from engine.sweep.asha import RecordingASHA
 
     search = space.search
     epochs = int(space.fixed.get("epochs", 10))
@@ -72,7 +72,12 @@ def best_trial(result: Any) -> dict:
     if not completed:
         raise ConfigError(f"sweep {result.name}: no trial reported a val_loss; check the trials' logs")
     trial_id, t = min(completed, key=lambda kt: kt[1]["last"]["val_loss"])
-    config = json.loads((Path(result.sweep_dir) / "trials" / trial_id / "config.json").read_text())
+    from engine.sweep.storage import TrialStorage
+
+    stored = TrialStorage(result.storage or str(result.sweep_dir)).read_text(f"trials/{trial_id}/config.json")
+    if stored is None:
+        raise ConfigError(f"sweep {result.name}: trial {trial_id} has no config.json in its storage")
+    config = json.loads(stored)
     return {
         "trial_id": trial_id,
         "val_loss": float(t["last"]["val_loss"]),
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         space.search.num_samples = args.num_samples
     name = args.name or f"hpo-{space.model}-{space.sizes[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     text = Path(space.source).read_text() if Path(space.source).is_file() else None
-    options = SweepOptions(name=name, address=args.address, tracking_uri=args.tracking_uri)
+    options = SweepOptions(name=name, address=args.address, tracking_uri=args.tracking_uri, storage=args.storage)
     result = run_sweep(space, options, space_text=text, tuner_factory=make_tuner_factory(space, args.search_seed))
     if not result.interrupted:
         best = best_trial(result)

@@ -11,10 +11,18 @@ units and, for conservative models, takes forces and stress by autograd:
 
 The stress sign is ASE's: σ = (1/V) ∂E/∂ε with ε the symmetric strain applied to
 positions and cell alike (x → x (I + ε)).
+
+Mixed precision (the loop's ``amp``): geometry, energy references, forces and stress are always
+computed in the input's precision (float32/64), never in fp16/bf16. Direct models run
+``predict`` under the caller's autocast. Conservative models run it with autocast off: their
+forces and stress are derivatives of the energy, and a half-precision backward would carry
+bf16's 8-bit mantissa (measured: forces off by 4 %, stress by 12 % of their RMS,
+tests/models/test_autocast.py) and fp16's underflow below 6·10⁻⁸ into them.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -23,6 +31,7 @@ from torch import nn
 
 from engine.data.graph import Batch, EdgeGeometry, edge_geometry
 from engine.data.normalize import MAX_Z, Normalization  # the container lives with its fitter (data → models)
+from models.layers import autocast_off
 
 ForceMode = Literal["direct", "conservative"]
 __all__ = ["MAX_Z", "ForceMode", "ModelConfig", "ModelOutput", "Normalization", "Potential", "RawOutput"]
@@ -65,6 +74,8 @@ class Potential(nn.Module):
 
     force_mode: ClassVar[ForceMode] = "direct"
     predicts_stress: ClassVar[bool] = True
+    # whether ``predict`` runs under the caller's autocast; None: direct models yes, conservative no
+    autocast_predict: ClassVar[bool | None] = None
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     name: ClassVar[str] = ""
 
@@ -112,12 +123,26 @@ class Potential(nn.Module):
                 positions = torch.bmm(positions.unsqueeze(1), deform[batch.batch]).squeeze(1)
                 cell = torch.bmm(cell, deform)
             geometry = edge_geometry(batch, positions=positions, cell=cell)
-        raw = self.predict(batch, geometry)
+        use_autocast = (not conservative) if self.autocast_predict is None else self.autocast_predict
+        with contextlib.nullcontext() if use_autocast else autocast_off(positions.device.type):
+            raw = self.predict(batch, geometry)
+        with autocast_off(positions.device.type):
+            return self._physical(batch, raw, positions, strain, cell)
+
+    def _physical(
+        self,
+        batch: Batch,
+        raw: RawOutput,
+        positions: torch.Tensor,
+        strain: torch.Tensor | None,
+        cell: torch.Tensor,
+    ) -> ModelOutput:
+        """Normalized → physical units in the input's precision (float32/64), autograd for conservative models."""
         dtype = torch.promote_types(raw.energy.dtype, batch.positions.dtype)  # total energies never in bf16/fp16
         ref = self.energy_ref.to(dtype)[batch.numbers]
         ref_sum = torch.zeros(batch.num_graphs, dtype=dtype, device=ref.device).index_add_(0, batch.batch, ref)
-        energy = raw.energy * self.energy_scale.to(dtype) + ref_sum
-        if conservative:
+        energy = raw.energy.to(dtype) * self.energy_scale.to(dtype) + ref_sum
+        if strain is not None:
             grads = torch.autograd.grad(
                 energy.sum(), [positions, strain], create_graph=self.training, allow_unused=True
             )
@@ -127,8 +152,9 @@ class Potential(nn.Module):
                 volume = torch.linalg.det(cell).abs().view(-1, 1, 1)
                 stress = grads[1] / volume if grads[1] is not None else torch.zeros_like(cell)
             return ModelOutput(energy=energy, forces=forces, stress=stress)
-        forces = raw.forces * self.forces_scale.to(raw.forces.dtype)
-        stress = raw.stress * self.stress_scale.to(raw.stress.dtype) if raw.stress is not None else None
+        assert raw.forces is not None, f"{type(self).__name__} is direct but predict() returned no forces"
+        forces = raw.forces.to(dtype) * self.forces_scale.to(dtype)
+        stress = raw.stress.to(dtype) * self.stress_scale.to(dtype) if raw.stress is not None else None
         return ModelOutput(energy=energy, forces=forces, stress=stress)
 
     # -- bookkeeping -----------------------------------------------------------------

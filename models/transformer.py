@@ -38,7 +38,7 @@ from torch import nn
 from engine.data.graph import Batch, EdgeGeometry
 from models import register
 from models.base import MAX_Z, ModelConfig, Potential, RawOutput
-from models.layers import MLP, GaussianBasis, cosine_cutoff, scatter_sum, voigt_to_matrix
+from models.layers import MLP, GaussianBasis, autocast_off, cosine_cutoff, scatter_sum, to_full, voigt_to_matrix
 
 
 @dataclass
@@ -109,9 +109,11 @@ class Attention(nn.Module):
         B, L, H, dh = layout.num_graphs, layout.length, self.heads, self.head_dim
         qkv = layout.pad(self.qkv(x)).view(B, L, 3, H, dh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, dh)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(dh))
+        # q scaled before the product (keeps fp16 scores far from overflow); the softmax over keys, its
+        # bias and mask run in float32 (at least) under autocast, the two matmuls in the autocast dtype
+        scores = to_full(torch.matmul(q * (1.0 / math.sqrt(dh)), k.transpose(-1, -2)))
         if bias is not None:
-            scores = scores + bias.to(scores.dtype)
+            scores = scores + to_full(bias)
         scores = scores.masked_fill(~layout.key_mask[:, None, None, :], float("-inf"))
         attn = torch.softmax(scores, dim=-1)
         ctx = torch.matmul(attn, v).transpose(1, 2).reshape(B, L, H * dh)
@@ -204,13 +206,20 @@ class Transformer(Potential):
             return RawOutput(energy=energy, forces=forces, stress=stress)
         src, dst = batch.edge_index[0], batch.edge_index[1]
         pair_in = torch.cat([h[dst] + h[src], h[dst] * h[src], rbf.to(h.dtype)], dim=-1)
-        wuv = self.pair_head(pair_in).to(dtype) * fc.unsqueeze(-1).to(dtype)  # (E, 3): force, stress, energy
-        forces = scatter_sum(wuv[:, :1] * geometry.vec / c.cutoff, dst, batch.num_atoms)
-        unit = geometry.vec / geometry.dist.clamp_min(1e-9).unsqueeze(-1)
-        outer = wuv[:, 1, None, None] * unit.unsqueeze(-1) * unit.unsqueeze(-2)  # (E, 3, 3)
-        stress = scatter_sum(outer, batch.batch[dst], B) / batch.n_atoms.to(dtype).view(-1, 1, 1)
-        # softmax attention averages, it cannot count neighbors: a pair energy term restores density sensitivity
-        energy = energy + scatter_sum(wuv[:, 2] / self.pair_energy_norm, batch.batch[dst], B)
+        *body, last = self.pair_head
+        hidden = pair_in
+        for layer in body:
+            hidden = layer(hidden)
+        # the pair weights' sums over edges cancel to the net force and stress: their last layer and
+        # the decomposition run in float32 (at least) under autocast (bf16 weights: 4 % force error)
+        with autocast_off(pair_in.device.type):
+            wuv = last(hidden.to(dtype)) * fc.unsqueeze(-1).to(dtype)  # (E, 3): force, stress, energy
+            forces = scatter_sum(wuv[:, :1] * geometry.vec / c.cutoff, dst, batch.num_atoms)
+            unit = geometry.vec / geometry.dist.clamp_min(1e-9).unsqueeze(-1)
+            outer = wuv[:, 1, None, None] * unit.unsqueeze(-1) * unit.unsqueeze(-2)  # (E, 3, 3)
+            stress = scatter_sum(outer, batch.batch[dst], B) / batch.n_atoms.to(dtype).view(-1, 1, 1)
+            # softmax attention averages, it cannot count neighbors: a pair energy term restores density sensitivity
+            energy = energy + scatter_sum(wuv[:, 2] / self.pair_energy_norm, batch.batch[dst], B)
         return RawOutput(energy=energy, forces=forces, stress=stress)
 
 

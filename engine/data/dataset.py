@@ -54,7 +54,7 @@ def load_records(cfg: DataConfig, progress: bool = True) -> tuple[list[Record], 
     else:
         from engine.data.readers import read_records
 
-        result = read_records(cfg.path, skip_bad=cfg.skip_bad_records, group_key=cfg.group_key)
+        result = read_records(cfg.path, skip_bad=cfg.skip_bad_records, group_key=cfg.group_key, fmt=cfg.format)
         records, skipped = result.records, result.skipped
         source = str(Path(cfg.path).expanduser().resolve())
     kept = []

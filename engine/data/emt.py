@@ -12,6 +12,10 @@ so the first k structures of (seed, n) equal those of (seed, m) for every m > n 
 
 The dataset is cached as ``<cache_dir>/emt-seed{seed}-n{size}-v1.aselmdb``; a request is served
 from that file, or from the prefix of a larger cache of the same seed, before generating.
+
+**OMat24-shaped subsets** (``data.emt_subsets``, :mod:`engine.data.emt_subsets`): rattled cells at a
+temperature, Langevin-MD snapshots and relaxation frames, with ordered intermetallics, vacancies and
+antisites, cached as ``emt-seed{seed}-n{size}-{subsets}-v2.aselmdb`` with the same prefix rules.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import fcntl
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +46,17 @@ MIN_PAIR_DISTANCE_A = 1.8
 _MAX_ATTEMPTS = 10_000
 
 
-def cache_file(cache_dir: str | Path, seed: int, size: int) -> Path:
-    return Path(cache_dir) / f"emt-seed{seed}-n{size}-v{EMT_VERSION}.aselmdb"
+def cache_file(cache_dir: str | Path, seed: int, size: int, subsets: Sequence[str] = ()) -> Path:
+    """Cache of ``size`` structures of stream ``seed`` (default dataset, or the named subsets)."""
+    return Path(cache_dir) / f"emt-seed{seed}-n{size}{_stream_suffix(subsets)}.aselmdb"
+
+
+def _stream_suffix(subsets: Sequence[str]) -> str:
+    if not subsets:
+        return f"-v{EMT_VERSION}"
+    from engine.data.emt_subsets import SUBSETS_VERSION, subsets_tag
+
+    return f"-{subsets_tag(subsets)}-v{SUBSETS_VERSION}"
 
 
 def emt_uid(seed: int, index: int) -> str:
@@ -199,20 +213,54 @@ def generate_records(seed: int, size: int, start: int = 0, progress: bool = True
     return records
 
 
+_SUBSET_KEYS = ("subset", "unit", "frame", "prototype", "defects")
+
+
 def read_emt_cache(path: Path, seed: int, size: int) -> list[Record]:
-    """The first ``size`` structures of an EMT cache file (rows are written in index order)."""
+    """The first ``size`` structures of an EMT cache file (rows are written in index order).
+
+    Rows of a subset stream carry their uid, group and subset/unit/frame as key-value pairs.
+    """
     import ase.db
 
     db = ase.db.connect(str(path), type="aselmdb", readonly=True)
     try:
-        records = [row_to_record(db.get(id=k + 1), emt_uid(seed, k)) for k in range(size)]
+        records = []
+        for k in range(size):
+            row = db.get(id=k + 1)
+            kv = row.key_value_pairs
+            record = row_to_record(row, kv.get("uid") or emt_uid(seed, k))
+            if "group" in kv:
+                record.group = str(kv["group"])
+                record.info.update({key: kv[key] for key in _SUBSET_KEYS if key in kv})
+            records.append(record)
     finally:
         db.close()
     return records
 
 
-def _larger_caches(cache_dir: Path, seed: int, size: int) -> list[tuple[int, Path]]:
-    pattern = re.compile(rf"emt-seed{seed}-n(\d+)-v{EMT_VERSION}\.aselmdb$")
+def write_emt_cache(records: Sequence[Record], path: Path, metadata: dict) -> None:
+    """Write ``records`` atomically with uid, group and subset/unit/frame as row key-value pairs."""
+    import ase.db
+
+    from engine.data.store import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        db = ase.db.connect(str(tmp), type="aselmdb")
+        with db:  # one write transaction; leaving the block closes the LMDB environment
+            for r in records:
+                kv = {"uid": r.uid}
+                if r.group is not None:
+                    kv["group"] = r.group
+                    kv.update({key: r.info[key] for key in _SUBSET_KEYS if key in r.info})
+                db.write(r.to_atoms(), **kv)
+        db = ase.db.connect(str(tmp), type="aselmdb")
+        db.metadata = metadata
+        db.close()
+
+
+def _larger_caches(cache_dir: Path, seed: int, size: int, subsets: Sequence[str] = ()) -> list[tuple[int, Path]]:
+    pattern = re.compile(rf"emt-seed{seed}-n(\d+){re.escape(_stream_suffix(subsets))}\.aselmdb$")
     found = []
     if cache_dir.is_dir():
         for p in cache_dir.iterdir():
@@ -223,41 +271,51 @@ def _larger_caches(cache_dir: Path, seed: int, size: int) -> list[tuple[int, Pat
 
 
 def load_emt_dataset(
-    size: int, seed: int = 0, cache_dir: str | Path | None = None, progress: bool = True
+    size: int,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    subsets: Sequence[str] = (),
 ) -> list[Record]:
     """``size`` EMT structures from stream ``seed``, from the cache or generated (then cached).
 
-    Served from ``emt-seed{seed}-n{size}-v1.aselmdb`` if present, else from the prefix of the
-    smallest larger cache of the same seed, else generated (continuing from the largest smaller
-    cache, since streams nest) and written atomically. An advisory lock per (seed, size) makes
+    ``subsets`` (names such as ``rattled-1000``, ``aimd-3000``, ``rattled-relax``; see
+    :mod:`engine.data.emt_subsets`) selects the OMat24-shaped stream; empty gives the default dataset.
+    Served from :func:`cache_file` if present, else from the prefix of the
+    smallest larger cache of the same stream, else generated (continuing from the largest smaller
+    cache, since streams nest) and written atomically. An advisory lock per (stream, size) makes
     concurrent callers (parallel trials) wait for one generation instead of repeating it.
     """
     from engine.paths import cache_dir as default_cache_dir
 
     if size < 1:
         raise DataError(f"emt_size must be at least 1, got {size}; set data.emt_size to a positive integer")
+    subsets = list(subsets or ())
+    if subsets:
+        from engine.data.emt_subsets import parse_subsets
+
+        parse_subsets(subsets)  # a bad name fails before any work
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    records = _read_any_cache(folder, seed, size)
+    records = _read_any_cache(folder, seed, size, subsets)
     if records is not None:
         return records
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / f".emt-seed{seed}-n{size}-v{EMT_VERSION}.lock", "a")  # noqa: SIM115 - held below
+        lock = open(folder / f".emt-seed{seed}-n{size}{_stream_suffix(subsets)}.lock", "a")  # noqa: SIM115
     except OSError as exc:
         raise DataError(f"cannot use the cache folder {folder}: {exc}; set ENGINE_CACHE to a writable folder") from exc
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        records = _read_any_cache(folder, seed, size)  # another process may have finished it meanwhile
+        records = _read_any_cache(folder, seed, size, subsets)  # another process may have finished it meanwhile
         if records is not None:
             return records
-        smaller = [(n, p) for n, p in _larger_caches(folder, seed, 1) if n < size]
+        smaller = [(n, p) for n, p in _larger_caches(folder, seed, 1, subsets) if n < size]
         records = []
         if smaller:  # streams nest: the largest smaller cache is this dataset's prefix
             try:
                 records = read_emt_cache(smaller[-1][1], seed, smaller[-1][0])
             except Exception:  # an unreadable cache is regenerated, never trusted
                 records = []
-        records += generate_records(seed, size, start=len(records), progress=progress)
         metadata = {
             "generator": "engine.data.emt",
             "version": EMT_VERSION,
@@ -267,7 +325,15 @@ def load_emt_dataset(
             "created_unix_s": time.time(),
         }
         try:
-            write_aselmdb(records, cache_file(folder, seed, size), metadata=metadata)
+            if subsets:
+                from engine.data.emt_subsets import SUBSETS_VERSION, generate_subset_records
+
+                records = generate_subset_records(seed, subsets, size, prefix=records, progress=progress)
+                metadata.update(version=SUBSETS_VERSION, subsets=subsets)
+                write_emt_cache(records, cache_file(folder, seed, size, subsets), metadata)
+            else:
+                records += generate_records(seed, size, start=len(records), progress=progress)
+                write_aselmdb(records, cache_file(folder, seed, size), metadata=metadata)
         except OSError as exc:
             raise DataError(
                 f"cannot write the EMT cache in {folder}: {exc}; set ENGINE_CACHE to a writable folder"
@@ -275,9 +341,9 @@ def load_emt_dataset(
     return records
 
 
-def _read_any_cache(folder: Path, seed: int, size: int) -> list[Record] | None:
+def _read_any_cache(folder: Path, seed: int, size: int, subsets: Sequence[str] = ()) -> list[Record] | None:
     """The exact cache, or the prefix of the smallest larger one; ``None`` if neither is readable."""
-    for _, path in _larger_caches(folder, seed, size):
+    for _, path in _larger_caches(folder, seed, size, subsets):
         try:
             return read_emt_cache(path, seed, size)
         except Exception:  # an unreadable cache is regenerated, never trusted

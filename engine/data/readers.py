@@ -39,6 +39,7 @@ from engine.errors import DataError
 log = logging.getLogger(__name__)
 
 _SKIP_NAMES = ("-lock",)  # LMDB lock files beside .aselmdb
+ENGINE_FORMATS = ("aselmdb", "db", "json")  # formats read by the engine itself; any other name goes to ASE
 
 
 @dataclass
@@ -57,13 +58,20 @@ class _BadRecordError(Exception):
 # entry point
 
 
-def read_records(path: str | Path, skip_bad: bool = False, group_key: str | None = None) -> ReadResult:
+def read_records(
+    path: str | Path, skip_bad: bool = False, group_key: str | None = None, fmt: str | None = None
+) -> ReadResult:
     """Read every labelled structure in ``path`` (a file, or a directory of files read in sorted order).
+
+    ``fmt`` overrides the format guessed from each file's name: an ASE format name (``extxyz``,
+    ``vasp-out``, ...), ``aselmdb`` or ``db`` (ASE databases) or ``json`` (MPtrj/Alexandria). A file
+    holding no energy, forces or stress at all is an error (it would "train" to a loss of 0).
 
     ``group_key`` names the key (of an ASE row's key_value_pairs/data, or atoms.info) holding each
     structure's split group; a record without it is malformed.
     """
     p = Path(path).expanduser()
+    fmt = check_format(fmt)
     if not p.exists():
         raise DataError(f"dataset path {p} does not exist; check --data (or data.path), or omit it for the EMT default")
     result = ReadResult()
@@ -72,9 +80,9 @@ def read_records(path: str | Path, skip_bad: bool = False, group_key: str | None
         if not files:
             raise DataError(f"dataset folder {p} holds no data files; point --data at a file or a folder of files")
         for f in files:
-            _read_file(f, f.relative_to(p).as_posix(), skip_bad, result, group_key)
+            _read_file(f, f.relative_to(p).as_posix(), skip_bad, result, group_key, fmt)
     else:
-        _read_file(p, p.name, skip_bad, result, group_key)
+        _read_file(p, p.name, skip_bad, result, group_key, fmt)
     if result.skipped:
         log.warning("skipped %d bad record(s) in %s (first: %s: %s)", len(result.skipped), p, *result.skipped[0])
     return result
@@ -84,9 +92,12 @@ def _ignored(f: Path) -> bool:
     return f.name.startswith(".") or f.name.endswith(_SKIP_NAMES)
 
 
-def _read_file(path: Path, label: str, skip_bad: bool, result: ReadResult, group_key: str | None = None) -> None:
+def _read_file(
+    path: Path, label: str, skip_bad: bool, result: ReadResult, group_key: str | None = None, fmt: str | None = None
+) -> None:
     """Append the records of one file; ``label`` prefixes uids and names the file in errors."""
-    for key, build in _iter_raw(path, group_key):
+    first = len(result.records)
+    for key, build in _iter_raw(path, group_key, fmt):
         uid = f"{label}:{key}"
         try:
             record = build(uid)
@@ -102,17 +113,45 @@ def _read_file(path: Path, label: str, skip_bad: bool, result: ReadResult, group
             result.skipped.append((uid, reason))
             continue
         result.records.append(record)
+    added = result.records[first:]
+    if added and all(r.energy is None and r.forces is None and r.stress is None for r in added):
+        raise DataError(
+            f"no energy, forces or stress in {path} ({len(added)} structure(s), no labels at all); give a labelled "
+            "file (e.g. extxyz with energy= and forces, an OUTCAR) or pass --data-format if ASE misreads it"
+        )
 
 
-def _iter_raw(path: Path, group_key: str | None = None) -> Iterator[tuple[str, Callable[[str], Record]]]:
-    """(key, build(uid) -> Record) for each record of ``path``; conversion is deferred so errors name it."""
+def _iter_raw(
+    path: Path, group_key: str | None = None, fmt: str | None = None
+) -> Iterator[tuple[str, Callable[[str], Record]]]:
+    """(key, build(uid) -> Record) for each record of ``path``; conversion is deferred so errors name it.
+
+    The reader is chosen by ``fmt`` when given, else from the file name."""
     name = path.name.lower()
-    if name.endswith(".aselmdb") or name.endswith(".db"):
-        yield from _with_group(_iter_ase_db(path), group_key)
-    elif name.endswith((".json", ".json.bz2", ".json.gz")):
+    if fmt in ENGINE_FORMATS[:2] or (fmt is None and (name.endswith(".aselmdb") or name.endswith(".db"))):
+        yield from _with_group(_iter_ase_db(path, fmt), group_key)
+    elif fmt == "json" or (fmt is None and name.endswith((".json", ".json.bz2", ".json.gz"))):
         yield from _iter_json(path)  # MPtrj / Alexandria carry their own groups
     else:
-        yield from _with_group(_iter_ase_io(path), group_key)
+        yield from _with_group(_iter_ase_io(path, fmt), group_key)
+
+
+def check_format(fmt: str | None) -> str | None:
+    """``fmt`` if the engine or ASE knows it (``None`` = guess from names), else one-line :class:`DataError`."""
+    if fmt is None or fmt in ENGINE_FORMATS:
+        return fmt
+    from ase.io.formats import ioformats
+
+    if fmt not in ioformats:
+        near = sorted(name for name in ioformats if fmt.lower() in name or name in fmt.lower())[:6]
+        hint = f" (close: {', '.join(near)})" if near else ""
+        raise DataError(
+            f"unknown data format {fmt!r}{hint}; pass --data-format (data.format) as an ASE format name such as "
+            "extxyz, vasp-out, vasp-xml, aims-output, or aselmdb, db, json"
+        )
+    if not ioformats[fmt].can_read:
+        raise DataError(f"ASE cannot read format {fmt!r} (it only writes it); pass another --data-format")
+    return fmt
 
 
 def _with_group(items: Iterator, group_key: str | None) -> Iterator[tuple[str, Callable[[str], Record]]]:
@@ -143,12 +182,12 @@ def _group_of(source: object, group_key: str) -> str:
 # ASE databases (.aselmdb, SQLite .db)
 
 
-def _iter_ase_db(path: Path) -> Iterator[tuple[str, Callable[[str], Record], object]]:
+def _iter_ase_db(path: Path, fmt: str | None = None) -> Iterator[tuple[str, Callable[[str], Record], object]]:
     import ase.db
 
     from engine.data.store import row_to_record
 
-    kind = "aselmdb" if path.name.lower().endswith(".aselmdb") else "db"
+    kind = fmt or ("aselmdb" if path.name.lower().endswith(".aselmdb") else "db")
     if kind == "aselmdb":
         _check_lmdb(path)
     try:
@@ -165,36 +204,37 @@ def _iter_ase_db(path: Path) -> Iterator[tuple[str, Callable[[str], Record], obj
 
 
 def _check_lmdb(path: Path) -> None:
-    """Open the LMDB file read-only first: a corrupt file then fails here, not in a destructor later."""
-    import lmdb
+    """Check the LMDB file is whole before mapping it (a truncated file is a SIGBUS, not an error)."""
+    from engine.data.store import check_lmdb_file
 
-    try:
-        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)
-    except lmdb.Error as exc:
-        raise DataError(f"cannot read ASE database {path}: {exc}; check that it is a valid .aselmdb file") from exc
-    env.close()
+    check_lmdb_file(path)
 
 
 # ---------------------------------------------------------------------------------------
 # any labelled format ASE reads
 
 
-def _iter_ase_io(path: Path) -> Iterator[tuple[str, Callable[[str], Record], object]]:
+def _iter_ase_io(path: Path, fmt: str | None = None) -> Iterator[tuple[str, Callable[[str], Record], object]]:
     import ase.io
 
     try:
-        frames = ase.io.read(str(path), index=":")
+        frames = ase.io.read(str(path), index=":", format=fmt)
     except Exception as exc:
+        named = f"as format {fmt!r}" if fmt else f"(format guessed from its name: {_guess_format(path)})"
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise DataError(
-            f"cannot read {path} with ASE ({type(exc).__name__}: {exc}); give a supported format "
-            "(.aselmdb, .db, .extxyz, OUTCAR, vasprun.xml, MPtrj .json, Alexandria .json.bz2)"
+            f"cannot read {path} with ASE {named}: {type(exc).__name__}: {first}; name the format with --data-format "
+            "(data.format), e.g. extxyz, vasp-out, vasp-xml, or give a supported file (.aselmdb, .db, .extxyz, OUTCAR, "
+            "vasprun.xml, MPtrj .json, Alexandria .json.bz2)"
         ) from exc
     if not isinstance(frames, list):
         frames = [frames]
     if not frames:
+        how = f"read as format {fmt!r}" if fmt else f"format guessed from its name: {_guess_format(path)}"
         raise DataError(
-            f"ASE found no structures in {path} (guessed format: {_guess_format(path)}); give a supported, "
-            "labelled file (.aselmdb, .db, .extxyz, OUTCAR, vasprun.xml, MPtrj .json, Alexandria .json.bz2)"
+            f"ASE found no structures in {path} ({how}); if that format is wrong, name the right one with "
+            "--data-format (data.format, e.g. extxyz); else give a supported, labelled file "
+            "(.aselmdb, .db, .extxyz, OUTCAR, vasprun.xml, MPtrj .json, Alexandria .json.bz2)"
         )
     for k, atoms in enumerate(frames):
         yield str(k), lambda uid, atoms=atoms: Record.from_atoms(atoms, uid=uid), atoms

@@ -1,4 +1,5 @@
-"""On-disk caches: atomic writes, ``.aselmdb`` record I/O and a neighbor-list cache keyed by spec hash.
+"""On-disk caches: atomic writes, ``.aselmdb`` record I/O (and a check that an LMDB file is whole) and a
+neighbor-list cache keyed by spec hash.
 
 Every cache file is written under a temporary name in the same folder and moved into place
 with :func:`os.replace`, so an interrupted run never leaves a half-written cache behind and
@@ -22,6 +23,7 @@ import numpy as np
 
 from engine.data.graph import Graph, GraphDataset, GraphSpec, neighbor_graph
 from engine.data.records import Record
+from engine.errors import DataError
 
 GRAPH_CACHE_VERSION = 1
 log = logging.getLogger(__name__)
@@ -48,6 +50,37 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 # ---------------------------------------------------------------------------------------
 # .aselmdb / ASE database records
+
+
+def check_lmdb_file(path: str | Path) -> None:
+    """Raise :class:`DataError` for an LMDB file that is not safe to map: not LMDB, or cut short.
+
+    LMDB maps the file and trusts its meta page: a file shorter than the last page the meta page
+    names (a partial download, common with OMat24's multi-GB ``.aselmdb`` files) kills the reader
+    with SIGBUS on first touch, with no message. The meta pages are read with plain I/O when the
+    environment opens, so comparing ``(last_pgno + 1) × page size`` with the file size here, before any
+    record is read, turns that into one line.
+    """
+    import lmdb
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=0)
+    except (lmdb.Error, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"cannot read LMDB file {path} ({first}); check that it is a complete, valid .aselmdb file"
+        ) from exc
+    try:
+        needed = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+    finally:
+        env.close()
+    if size < needed:
+        raise DataError(
+            f"LMDB file {path} is truncated: {size:,} bytes, but its header names pages up to {needed:,} bytes "
+            "(a partial download or copy?); download or copy it again"
+        )
 
 
 def record_to_row_kwargs(record: Record) -> dict:
@@ -179,6 +212,7 @@ def cached_graph_dataset(records: Sequence[Record], spec: GraphSpec, cache_dir: 
 __all__ = [
     "atomic_path",
     "cached_graph_dataset",
+    "check_lmdb_file",
     "dataset_fingerprint",
     "graph_cache_path",
     "load_graphs",

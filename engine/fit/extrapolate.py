@@ -1,8 +1,11 @@
 """Extrapolation check: refit without the largest scale and predict it.
 
 The question users ask of a scaling law is what happens one step further; holding out the largest
-scale and comparing the prediction (with its bootstrap 95 % interval) with what was measured is the
-honest test of that (cf. Hoffmann et al. 2022, arXiv 2203.15556, who validate by extrapolation).
+scale and comparing the prediction with what was measured is the honest test of that (cf. Hoffmann
+et al. 2022, arXiv 2203.15556, who validate by extrapolation). The verdict uses a 95 % PREDICTION
+interval (the refit curve's bootstrap uncertainty plus the scatter of a measurement: seeds at a point,
+or the residuals with one seed per point, see :mod:`engine.fit.trust`); the curve's own interval is
+reported beside it but would call single-seed measurements misses far too often.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import math
 
 import numpy as np
 
-from engine.fit.powerlaw import DEFAULT_N_BOOT, fit_law
+from engine.fit.fitlaw import DEFAULT_N_BOOT, fit_law
 from engine.fit.result import FitUnavailable, jsonable
 
 
@@ -30,8 +33,9 @@ def extrapolation_check(
 
     For the joint law pass x (n_runs, 2) and ``variables``: all runs at the largest N are held out and
     the prediction is compared at the largest (N, D) among them.
-    Returns {law, variable, held_out, n_runs_held_out, observed, predicted, ci95, inside, rel_error}
-    or {"not_available": why}. ``observed`` is the geometric mean over the runs (seeds) at that point.
+    Returns {law, variable, held_out, n_runs_held_out, observed, predicted, ci95 (curve), pi95 (prediction),
+    inside (observed within pi95), inside_ci95, scatter, rel_error, …} or {"not_available": why}.
+    ``observed`` is the geometric mean over the runs (seeds) at that point.
     """
     y = np.asarray(y, dtype=float)
     x = np.asarray(x, dtype=float).reshape(len(y), -1)
@@ -48,6 +52,8 @@ def extrapolation_check(
     at = np.all(x == x_new, axis=1)
     pred = float(fit.predict(x_new)[0])
     lo, hi = fit.predict_interval(x_new)
+    n_obs = int(at.sum())
+    plo, phi = fit.prediction_interval(x_new, n_obs=n_obs)
     observed = float(np.exp(np.mean(np.log(y[at]))))
     return jsonable(
         {
@@ -60,7 +66,11 @@ def extrapolation_check(
             "observed": observed,
             "predicted": pred,
             "ci95": [float(lo[0]), float(hi[0])],
-            "inside": bool(lo[0] <= observed <= hi[0]),
+            "pi95": [float(plo[0]), float(phi[0])],
+            "inside": bool(plo[0] <= observed <= phi[0]),
+            "inside_ci95": bool(lo[0] <= observed <= hi[0]),
+            "scatter": {"sigma_log": fit.scatter_log, "dof": fit.scatter_dof, "source": fit.scatter_source},
+            "fit_flags": fit.flags,
             "rel_error": pred / observed - 1.0,
             "params": fit.params,
         }

@@ -10,8 +10,10 @@ curve (loss after each epoch against cumulative FLOPs).
   log-log, a parabola in log N through the sizes, its minimum; N_opt ∝ C^x through the minima.
 - Approach 3 (§3.3): from the joint law L = E + A/N^a + B/D^b, x = b/(a+b), y = a/(a+b).
 
-Intervals: a bootstrap over runs (curves resampled with replacement, everything recomputed).
-Where the data cannot support an approach, the result says "not available: <why>".
+Intervals: a bootstrap over runs (curves resampled with replacement, everything recomputed; a frontier
+point weighs in the refit of L(C) as often as its run was drawn). Where the data cannot support an
+approach, the result says "not available: <why>"; an unconverged L(C) or a parameter the runs do not
+identify is flagged (:mod:`engine.fit.trust`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.fit.bootstrap import percentile_ci
-from engine.fit.lse import LseLaw, fit_multistart, refit_many
+from engine.fit.multistart import fit_multistart, refit_many
 from engine.fit.result import LawFit, jsonable, params_from_theta
+from engine.fit.shape import LseLaw
+from engine.fit.trust import fit_flags, not_identified
 
 POWER = LseLaw(1, False)
 
@@ -222,7 +226,9 @@ def fit_frontier(
         sample = [curves[i] for i in pick]
         fb = pareto_frontier(sample)
         if len(fb["flops"]) >= 3:
-            fronts.append((np.log(fb["flops"]), np.log(fb["loss"])))
+            # the envelope keeps one copy of a run drawn twice: weigh its points by the draw count
+            draws = np.bincount(pick, minlength=len(curves))[pick[fb["run"]]]
+            fronts.append((np.log(fb["flops"]), np.log(fb["loss"]), draws.astype(float)))
         if "x_n_opt" in a1:
             r1 = approach1(fb)
             boot_x1.append(r1.get("x_n_opt", np.nan))
@@ -231,30 +237,36 @@ def fit_frontier(
             boot_x2.append(approach2(sample, budgets).get("x_n_opt", np.nan))
     boot_theta = np.zeros((0, 2))
     if fronts:
-        n_max = max(len(c) for c, _ in fronts)
+        n_max = max(len(c) for c, _, _ in fronts)
         lx = np.zeros((len(fronts), n_max, 1))
         ly = np.zeros((len(fronts), n_max))
         w = np.zeros((len(fronts), n_max))
-        for i, (c, y) in enumerate(fronts):
-            lx[i, :, 0], ly[i], w[i, : len(c)] = c[0], y[0], 1.0  # padding: weight 0
-            lx[i, : len(c), 0], ly[i, : len(c)] = c, y
+        for i, (c, y, d) in enumerate(fronts):
+            lx[i, :, 0], ly[i] = c[0], y[0]  # padding: weight 0
+            lx[i, : len(c), 0], ly[i, : len(c)], w[i, : len(c)] = c, y, d * len(c) / d.sum()
         th, ok = refit_many(POWER, lx, ly, w, ms.top_thetas)
         boot_theta = th[ok]
     params = params_from_theta("power", ms.theta)
     samples = [params_from_theta("power", t) for t in boot_theta]
+    ci = {k: list(percentile_ci(np.array([s[k] for s in samples]))) for k in params}
+    unident = not_identified(params, ci, len(boot_theta), n_boot)
     ss_tot = float(np.sum((np.log(front["loss"]) - np.log(front["loss"]).mean()) ** 2))
     out["law"] = {
         "formula": "L = α·C^−β",
         "params": params,
-        "ci95": {k: list(percentile_ci(np.array([s[k] for s in samples]))) for k in params},
+        "ci95": ci,
         "theta": [float(v) for v in ms.theta],
+        "converged": ms.converged,
+        "not_identified": unident,
+        "flags": fit_flags(ms.converged, ms.n_starts, unident),
         "boot_theta": boot_theta,
         "n_points": len(front["flops"]),
         "rmse_log": float(np.sqrt(np.mean(resid**2))),
         "r2_log": 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else float("nan"),
         "method": (
             f"lower envelope of {len(curves)} curves; sum of Huber(δ=1e-3) of log residuals, L-BFGS from "
-            f"the full grid ({ms.n_grid} starts); 95 % CI: percentile bootstrap over runs, "
+            f"the full grid ({ms.n_grid} starts), optimum {'converged' if ms.converged else 'NOT converged'}; "
+            f"95 % CI: percentile bootstrap over runs (draw counts as weights), "
             f"{len(boot_theta)}/{n_boot} resamples (seed {seed})"
         ),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.fit.powerlaw import DEFAULT_N_BOOT, fit_law
+from engine.fit.fitlaw import DEFAULT_N_BOOT, fit_law
 from engine.fit.result import LawFit
 
 

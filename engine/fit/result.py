@@ -103,9 +103,7 @@ class LawFit:
         boot = None
         if self.boot_theta is not None and len(self.boot_theta) > 1:
             boot = self.shape.predict_log(self.boot_theta, logx)
-        lo, hi, _ = prediction_interval(mid, boot, self.scatter_log, self.scatter_dof, self.scatter_source,
-                                        n_obs, level)
-        return lo, hi
+        return prediction_interval(mid, boot, self.scatter_log, self.scatter_dof, self.scatter_source, n_obs, level)
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "boot_theta"}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.fit.bootstrap import average_by_group, group_runs
-from engine.fit.lse import refit_many
+from engine.fit.bootstrap import average_by_group, group_runs, point_weights
+from engine.fit.multistart import refit_many
 from engine.fit.result import LawFit
 
 TIE_RTOL = 1e-3  # the floor E must lower the leave-one-out error by more than this fraction
@@ -24,9 +24,9 @@ def loo_rmse_log(fit: LawFit, x: np.ndarray, y: np.ndarray) -> float | None:
     if shape.n_params + 1 > G - 1:
         return None
     logx = np.log(points)
-    logy, _ = average_by_group(np.log(y), inverse, G, np.ones((1, len(y))))
+    logy, draws = average_by_group(np.log(y), inverse, G, np.ones((1, len(y))))
     logy = np.repeat(logy, G, axis=0)  # (G, G): one data set per left-out point
-    weights = 1.0 - np.eye(G)
+    weights = (1.0 - np.eye(G)) * point_weights(draws)  # points weighted by runs, as in the full fit
     # every left-out point counts: scoring only the refits that met the convergence test would let a form
     # whose hard cases fail look better than it predicts (G refits are cheap, so allow more iterations)
     theta, _ok = refit_many(shape, logx, logy, weights, np.array([fit.theta]), maxiter=1000)

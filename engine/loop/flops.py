@@ -10,8 +10,11 @@ every op, which made a small model's step 2.5–6× slower here. :class:`FlopCou
 formulas from a lean dispatch mode (same totals, tested), still +150–300 % on small CPU models.
 So the loop books FLOPs with :class:`FlopAccountant`: atom graphs differ from batch to batch, but a
 step's FLOPs are an integer-linear function of a few batch sizes (atoms, edges, structures, padded
-attention sizes); steps are counted until their sizes span the new batch's, then solved exactly,
-with periodic counted checks and a fall-back to counting every step if a check ever disagrees.
+attention sizes); steps are counted until their sizes span the new batch's, then solved exactly
+in rational arithmetic (``fractions.Fraction``: no float rounding, right at the 10¹³–10¹⁴ FLOPs per
+step of eqV2-L), with periodic counted checks compared for equality and a fall-back to counting every
+step if a check ever disagrees (a :class:`FlopFallbackWarning`, and the metric ``flops_counting_fallback``).
+What is counted is the *executed matmul FLOPs* of forward + backward (not "model FLOPs" 6·N·D).
 The overhead of both paths is measured by ``benchmarks/bench_train.py``.
 
 Attention: on CPU, ``scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu``,
@@ -22,6 +25,8 @@ scores and forms dQ, dK, dV and dP: 5 such products), so attention counts howeve
 
 from __future__ import annotations
 
+import warnings
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -141,65 +146,98 @@ FEATURES = ("1", "atoms", "structures", "edges", "structures*max_atoms", "struct
 
 
 def batch_features(n_atoms: torch.Tensor, num_edges: int) -> np.ndarray:
-    """The :data:`FEATURES` of a batch with per-structure atom counts ``n_atoms``."""
-    n = n_atoms.to(torch.float64)
-    B = float(n.numel())
-    L = float(n.max()) if n.numel() else 0.0
-    return np.array([1.0, float(n.sum()), B, float(num_edges), B * L, B * L * L, float((n * n).sum())])
+    """The :data:`FEATURES` of a batch with per-structure atom counts ``n_atoms`` (int64, exact)."""
+    n = [int(v) for v in n_atoms.tolist()]
+    B, L = len(n), max(n, default=0)
+    return np.array([1, sum(n), B, int(num_edges), B * L, B * L * L, sum(v * v for v in n)], dtype=np.int64)
 
 
 class FlopAccountant:
     """FLOPs of every training step, exact, without paying the counter's overhead on every step.
 
     The FLOPs of a step are a sum over matrix products of products of the batch's sizes
-    (:data:`FEATURES`) and fixed model widths, i.e. linear in the features with integer
-    coefficients. Steps are *counted* (with :class:`FlopCounter`) until the counted feature
-    vectors span the new batch's features; then the step's FLOPs are *solved* from the counted
-    ones (exact within the span; no extrapolation). Every ``verify_every``-th solved step is
-    counted as well and compared; a mismatch (a model whose sizes depend on the data in another
-    way) switches the accountant to counting every step for the rest of the trial.
+    (:data:`FEATURES`) and fixed model widths: y = c·x with an integer vector c. Steps are
+    *counted* (with :class:`FlopCounter`) until the counted feature vectors span the new batch's
+    features x; then x is written as a combination Σ aᵢ xᵢ of counted steps and its FLOPs are
+    Σ aᵢ yᵢ, in exact rational arithmetic (no floating point, no tolerance: right at 10¹⁴ FLOPs
+    per step as at 10³). Every ``verify_every``-th solved step is counted as well and compared
+    for equality; a mismatch or a non-integer solution (a model whose sizes depend on the data in
+    another way) switches the accountant to counting every step for the rest of the trial, with a
+    :class:`FlopFallbackWarning` and ``fallback_reason`` set (the loop logs it as a metric).
     """
 
     def __init__(self, verify_every: int = 50, max_probes: int = 64) -> None:
         self.verify_every = verify_every
         self.max_probes = max_probes
-        self._x: list[np.ndarray] = []
-        self._y: list[int] = []
-        self._coef: np.ndarray | None = None
-        self._basis: np.ndarray | None = None  # orthonormal rows spanning the counted features
+        # reduced row echelon form of the counted feature vectors: (pivot column, row, its FLOPs)
+        self._rows: list[tuple[int, list[Fraction], Fraction]] = []
         self.count_all = False
+        self.fallback_reason: str | None = None
         self.steps = 0
         self.counted = 0
 
-    def _fit(self) -> None:
-        X = np.stack(self._x)
-        y = np.array(self._y, dtype=np.float64)
-        scale = np.maximum(np.abs(X).max(axis=0), 1.0)  # column scaling for conditioning
-        coef, *_ = np.linalg.lstsq(X / scale, y, rcond=None)
-        if np.any(np.abs((X / scale) @ coef - y) > 0.5):  # not linear in the features: count everything
-            self.count_all = True
-            return
-        self._coef = coef / scale
-        _, s, vt = np.linalg.svd(X / scale, full_matrices=False)
-        self._basis = vt[s > s.max() * 1e-10] if s.size else None
-        self._scale = scale
+    @staticmethod
+    def _exact(features: np.ndarray | list) -> list[Fraction]:
+        return [Fraction(int(v)) if isinstance(v, (int, np.integer)) else Fraction(float(v)) for v in features]
 
-    def _in_span(self, x: np.ndarray) -> bool:
-        if self._basis is None or self._coef is None:
-            return False
-        xs = x / self._scale
-        residual = xs - (xs @ self._basis.T) @ self._basis
-        return float(np.linalg.norm(residual)) <= 1e-9 * max(float(np.linalg.norm(xs)), 1.0)
+    def _reduce(self, x: list[Fraction]) -> tuple[list[Fraction], Fraction]:
+        """(x minus its part in the counted span, the FLOPs of that part)."""
+        r, y = list(x), Fraction(0)
+        for pivot, row, row_y in self._rows:
+            a = r[pivot]
+            if a:
+                r = [ri - a * vi for ri, vi in zip(r, row)]
+                y += a * row_y
+        return r, y
+
+    def _solve(self, features) -> Fraction | None:
+        """Exact FLOPs of a step with these features, or None when they are not in the counted span."""
+        if not self._rows:
+            return None
+        r, y = self._reduce(self._exact(features))
+        return y if not any(r) else None
+
+    def _add(self, residual: list[Fraction], y: Fraction) -> None:
+        pivot = next(k for k, v in enumerate(residual) if v)
+        a = residual[pivot]
+        new = [v / a for v in residual]
+        new_y = y / a
+        rows = []
+        for p, row, row_y in self._rows:
+            b = row[pivot]
+            if b:
+                row = [vi - b * ni for vi, ni in zip(row, new)]
+                row_y = row_y - b * new_y
+            rows.append((p, row, row_y))
+        self._rows = [*rows, (pivot, new, new_y)]
+
+    def _fall_back(self, reason: str) -> None:
+        if not self.count_all:
+            self.count_all = True
+            self.fallback_reason = reason
+            warnings.warn(
+                f"FLOP accountant: {reason}; counting every step from now on (slower, still exact)",
+                FlopFallbackWarning,
+                stacklevel=3,
+            )
 
     def must_count(self, features: np.ndarray) -> bool:
         """Whether the next step (with these features) has to be counted."""
-        if self.count_all or not self._in_span(features):
+        if self.count_all:
+            return True
+        y = self._solve(features)
+        if y is None:
+            return True
+        if y.denominator != 1:
+            self._fall_back(f"step {self.steps + 1}: the linear law gives a non-integer {float(y):.6g} FLOPs")
             return True
         return self.verify_every > 0 and (self.steps + 1) % self.verify_every == 0
 
     def predict(self, features: np.ndarray) -> int:
-        assert self._coef is not None
-        return round(float(features @ self._coef))
+        y = self._solve(features)
+        if y is None or y.denominator != 1:
+            raise ValueError("features outside the counted span (or no integer law): count this step")
+        return int(y)
 
     def record(self, features: np.ndarray, flops: int | None) -> int:
         """Book one step: ``flops`` if it was counted (else ``None``); returns the step's FLOPs."""
@@ -207,10 +245,18 @@ class FlopAccountant:
         if flops is None:
             return self.predict(features)
         self.counted += 1
-        if not self.count_all and self._in_span(features) and self.predict(features) != flops:
-            self.count_all = True  # the linear law failed on a verified step
-        if not self.count_all and len(self._x) < self.max_probes and not self._in_span(features):
-            self._x.append(np.asarray(features, dtype=np.float64))
-            self._y.append(int(flops))
-            self._fit()
-        return int(flops)
+        flops = int(flops)
+        if self.count_all:
+            return flops
+        x = self._exact(features)
+        r, y = self._reduce(x) if self._rows else (x, Fraction(0))
+        if not any(r):
+            if y != flops:
+                self._fall_back(f"step {self.steps}: counted {flops:,} FLOPs, the linear law gave {float(y):,.0f}")
+        elif len(self._rows) < self.max_probes:
+            self._add(r, flops - y)
+        return flops
+
+
+class FlopFallbackWarning(RuntimeWarning):
+    """The FLOP accountant's linear law failed a check; every later step is counted (exact but slower)."""

@@ -10,6 +10,13 @@ epoch: shuffle (numpy Generator), pack batches by atom budget, one optimizer ste
 batch (sharded across ranks by atoms), then evaluate, checkpoint, report. A resumed run restores
 weights, optimizer, schedule, scaler, EMA, RNG streams and the shuffle generator, so it continues
 exactly as an uninterrupted one.
+
+How long it trains is ``config.budget`` (:class:`~engine.config.BudgetConfig`): ``epochs``, a fixed
+number of optimizer ``steps`` (the schedule spans them), or ``early_stop`` (patience on the validation
+loss; the best weights are restored at the end). A loss that becomes NaN/inf stops the trial as
+diverged (``diverged_epoch`` in its last report). The last report also scores the weights the trial
+ends with (EMA when on, the best under early stopping) on the test split (``test_*``). The target
+normalization is the dataset's (``splits.normalization``), shared by every training-set size.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from engine.data.graph import Batch, GraphDataset, GraphSpec, pack_batches
 from engine.data.store import cached_graph_dataset
 from engine.errors import ConfigError, DataError
 from engine.loop import checkpoint as ckpt_io
+from engine.loop import precision
+from engine.loop.cooldown import RungCooldowns
 from engine.loop.ema import EMA
 from engine.loop.flops import FlopAccountant, FlopCounter, batch_features
 from engine.loop.loss import ErrorSums, error_metrics, error_sums, weighted_loss
 from engine.loop.sampler import shard_by_atoms
-from engine.loop.schedule import WarmupCosine
+from engine.loop.schedule import LRSchedule, trial_progress
 from models.base import Normalization, Potential
 
 
@@ -68,12 +77,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU, fp16 on CUDA (paired with a GradScaler); a no-op without ``amp``."""
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def autocast_context(device: torch.device, amp: bool | str) -> contextlib.AbstractContextManager:
+    """Autocast for ``config.amp`` (bf16, or fp16 paired with a GradScaler); see :mod:`engine.loop.precision`."""
+    return precision.autocast_context(device, amp)
 
 
 def _all_reduce(vec: torch.Tensor, dist: DistContext | None) -> torch.Tensor:
@@ -213,10 +219,17 @@ def _load_splits(config: TrialConfig, progress: bool):
     return load_splits(config.data, progress=progress)
 
 
-def _fit_normalization(records: list) -> Normalization:
+def _trial_normalization(config: TrialConfig, splits: Any) -> Normalization:
+    """The dataset's normalization carried by ``splits``; for a hand-made splits object without one, the
+    saved ``data.normalization_file``, else a fit on its training records."""
+    norm = getattr(splits, "normalization", None)
+    if norm is not None:
+        return norm
+    if config.data.normalization_file and Path(config.data.normalization_file).is_file():
+        return Normalization.load(config.data.normalization_file)
     from engine.data.normalize import fit_normalization
 
-    return fit_normalization(records)
+    return fit_normalization(list(splits.train))
 
 
 class _Trial:
@@ -250,7 +263,8 @@ class _Trial:
             val = val[: config.data.max_val]
         self.model: Potential = models.build(config.model, config.model_config, preset=config.preset)
         self.model_config = dataclasses.asdict(self.model.config)
-        self.model.set_normalization(_fit_normalization(list(splits.train)))
+        self.normalization = _trial_normalization(config, splits)  # the dataset's: shared by every train size
+        self.model.set_normalization(self.normalization)
         if dtype != torch.float32:
             self.model.to(dtype=dtype)
         self.model.to(self.device)
@@ -260,6 +274,7 @@ class _Trial:
         cache = config.data.cache_dir or str(paths.cache_dir())
         self.train_set = cached_graph_dataset(list(splits.train), spec, cache)
         self.val_set = cached_graph_dataset(val, spec, cache)
+        self._test_records, self._spec, self._cache = list(getattr(splits, "test", None) or []), spec, cache
         # epoch 0 has no running train average: score the untrained model on a train prefix instead
         n_probe = max(1, min(len(self.train_set), len(val) or 256))
         self.train_probe = GraphDataset(self.train_set.records[:n_probe], spec)
@@ -267,10 +282,11 @@ class _Trial:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
-        self.scheduler = WarmupCosine(self.optimizer, config.optim)
+        # compute axis: the main run holds the peak; rung cooldowns are branches (engine.loop.cooldown)
+        self.rungs = RungCooldowns.for_config(config)
+        self.scheduler = LRSchedule(self.optimizer, config.optim, hold=self.rungs is not None)
         self.scheduler.set_progress(0.0)
-        use_scaler = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.scaler = precision.make_grad_scaler(config.amp, self.device)  # fp16 only
         self.ema = EMA(self.model, config.optim.ema_decay) if config.optim.ema_decay else None
         wrapped: nn.Module = self.model
         if self.dist is not None:
@@ -292,11 +308,17 @@ class _Trial:
         )
         self.epoch = 0
         self.step = 0
-        self.flops_cum = 0
+        self.flops_cum = 0  # main run; with rung_flops the branches' FLOPs are in flops_cooldown
+        self.flops_cooldown = 0
         self.wall_s = 0.0
         self.history: list[dict] = []
         self.n_params = self.model.num_parameters()
         self.train_size = len(self.train_set)
+        self.structures_seen = 0  # for epochs_run
+        self.finished = False  # the last report (test metrics, restored best) is written
+        self.diverged = False
+        # early stopping: best val_loss so far, its epoch, epochs since, and its weights (model, EMA)
+        self.best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "bad_epochs": 0, "state": None}
 
     # -- files ---------------------------------------------------------------------------
     @property
@@ -319,7 +341,7 @@ class _Trial:
             "format": ckpt_io.FORMAT,
             "model": self.config.model,
             "model_config": dict(self.model_config),
-            "normalization": self.model.get_normalization().to_dict(),
+            "normalization": self.normalization.to_dict(),
             "model_state": self.model.state_dict(),
             "ema_state": self.ema.state_dict() if self.ema is not None else None,
             "optimizer_state": self.optimizer.state_dict(),
@@ -328,10 +350,15 @@ class _Trial:
             "epoch": self.epoch,
             "step": self.step,
             "flops_cum": self.flops_cum,
+            "flops_cooldown": self.flops_cooldown,
             "wall_s": self.wall_s,
             "rng": {**ckpt_io.rng_state(), "numpy_shuffle": ckpt_io.numpy_generator_state(self.generator)},
             "trial_config": self.config.to_dict(),
             "metrics_history": list(self.history),
+            "structures_seen": self.structures_seen,
+            "finished": self.finished,
+            "diverged": self.diverged,
+            "best": self.best,
         }
         ckpt_io.save_checkpoint(self.checkpoint_path, payload)
 
@@ -351,8 +378,14 @@ class _Trial:
         self.epoch = int(ck["epoch"])
         self.step = int(ck["step"])
         self.flops_cum = int(ck["flops_cum"])
+        self.flops_cooldown = int(ck.get("flops_cooldown", 0))
         self.wall_s = float(ck["wall_s"])
         self.history = list(ck["metrics_history"])
+        self.structures_seen = int(ck.get("structures_seen", 0))
+        self.finished = bool(ck.get("finished", False))
+        self.diverged = bool(ck.get("diverged", False))
+        if ck.get("best") is not None:
+            self.best = dict(ck["best"])
         rng = dict(ck["rng"])
         self.generator = ckpt_io.restore_numpy_generator(rng.pop("numpy_shuffle"))
         ckpt_io.set_rng_state(rng)
@@ -362,27 +395,35 @@ class _Trial:
 
     # -- metrics -------------------------------------------------------------------------
     def _evaluate_val(self) -> dict[str, float]:
+        return self._evaluate_on(self.val_set, "val")
+
+    def _evaluate_on(self, dataset: GraphDataset, split: str) -> dict[str, float]:
+        """Metrics of the weights in use (the EMA average when on) on ``dataset``, prefixed ``split``."""
         ctx = self.ema.swapped(self.model) if self.ema is not None else contextlib.nullcontext()
         with ctx:
-            sums = evaluate(self.model, self.val_set, self.config, self.device, self.dtype, self.dist)
-        return error_metrics(sums, self.config.loss, *self._scales(), split="val")
+            sums = evaluate(self.model, dataset, self.config, self.device, self.dtype, self.dist)
+        return error_metrics(sums, self.config.loss, *self._scales(), split=split)
 
     def _scales(self) -> tuple[float, float]:
         return float(self.model.forces_scale), float(self.model.stress_scale)
 
-    def _record(self, metrics: dict[str, float]) -> dict[str, Any]:
+    def _record(self, metrics: dict[str, float], save: bool = True) -> dict[str, Any]:
         row: dict[str, Any] = {
+            M.REPORT: len(self.history),
             M.EPOCH: self.epoch,
             M.STEP: self.step,
-            M.FLOPS_CUM: float(self.flops_cum),
+            M.FLOPS_CUM: float(self.flops_cum + self.flops_cooldown),  # cooldown branches are spent compute
             M.WALL_S: self.wall_s,
             M.LR: self.scheduler.lr,
             M.TRAIN_SIZE: self.train_size,
             M.N_PARAMS: self.n_params,
+            M.EPOCHS_RUN: self.structures_seen / max(self.train_size, 1),
+            M.FLOPS_FALLBACK: float(self.step_ctx.flops is not None and self.step_ctx.flops.count_all),
             **metrics,
         }
         self.history.append(row)
-        self.save()
+        if save:
+            self.save()
         if self.is_main:
             with open(self.run_dir / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row, sort_keys=True) + "\n")
@@ -392,7 +433,60 @@ class _Trial:
         return row
 
     def _budget_spent(self) -> bool:
+        """The trial's training budget is used up (checked after every step and before every epoch)."""
+        steps = self.config.budget.steps
+        if steps is not None and self.step >= steps:
+            return True
         return self.config.max_flops is not None and self.flops_cum >= self.config.max_flops
+
+    def _out_of_epochs(self) -> bool:
+        return self.config.budget.steps is None and self.epoch >= self.config.epochs
+
+    def _schedule_progress(self, k: int, n_batches: int) -> float:
+        """Fraction of the run done at batch ``k`` of this epoch: steps over ``budget.steps``, else epochs."""
+        if self.config.budget.steps is not None:
+            return self.step / self.config.budget.steps
+        # a FLOP budget drives the schedule (engine.loop.schedule.trial_progress), not the epoch cap
+        by_epochs = (self.epoch - 1 + k / n_batches) / self.config.epochs
+        return trial_progress(by_epochs, self.flops_cum, self.config.max_flops)
+
+    # -- the end of a trial ----------------------------------------------------------------
+    def _early_stop_update(self, val_loss: float) -> bool:
+        """Track the best validation loss; True when patience is exhausted."""
+        rule = self.config.budget.early_stop
+        if rule is None:
+            return False
+        if val_loss < self.best["val_loss"] - rule.min_delta:
+            self.best = {
+                "val_loss": float(val_loss),
+                "epoch": self.epoch,
+                "bad_epochs": 0,
+                "state": {
+                    "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                    "ema": self.ema.state_dict() if self.ema is not None else None,
+                },
+            }
+            return False
+        self.best["bad_epochs"] = int(self.best["bad_epochs"]) + 1
+        return self.best["bad_epochs"] >= rule.patience
+
+    def _finish(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The last report: diverged epoch, or the final weights (best under early stopping) on val and test."""
+        self.finished = True
+        if self.diverged:
+            return {**metrics, M.DIVERGED_EPOCH: float(self.epoch)}
+        out = dict(metrics)
+        if self.config.budget.early_stop is not None and self.best["state"] is not None:
+            if self.best["epoch"] != self.epoch:  # restore the best weights and score them
+                self.model.load_state_dict(self.best["state"]["model"])
+                if self.ema is not None and self.best["state"]["ema"] is not None:
+                    self.ema.load_state_dict(self.best["state"]["ema"])
+                out.update(self._evaluate_val())
+            out[M.BEST_EPOCH] = float(self.best["epoch"])
+        if self._test_records:
+            test_set = cached_graph_dataset(self._test_records, self._spec, self._cache)
+            out.update(self._evaluate_on(test_set, "test"))
+        return out
 
     # -- the loop ------------------------------------------------------------------------
     def initial_report(self) -> None:
@@ -405,6 +499,15 @@ class _Trial:
         self.wall_s += time.perf_counter() - t0
         self._record(metrics)
 
+    def train_batch(self, idx: list[int]) -> tuple[torch.Tensor, int]:
+        """One optimizer step on global batch ``idx`` (this rank's shard): its global error-sum vector and FLOPs."""
+        mine, dummy = local_shard(self.train_set, idx, self.dist)
+        batch = self.train_set.batch(mine, dtype=self.dtype)
+        batch = (_masked_copy(batch) if dummy else batch).to(self.device)
+        sums, flops = train_step(self.step_ctx, batch)
+        flops = int(_all_reduce(torch.tensor([flops], dtype=torch.float64, device=self.device), self.dist).item())
+        return sums.as_vector().cpu(), flops
+
     def train_epoch(self) -> dict[str, float]:
         cfg = self.config
         self.epoch += 1
@@ -416,26 +519,39 @@ class _Trial:
         epoch_sums = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64)
         n_struct = n_atoms = 0
         for k, idx in enumerate(batches):
-            self.scheduler.set_progress((self.epoch - 1 + k / len(batches)) / cfg.epochs)
-            mine, dummy = local_shard(self.train_set, idx, self.dist)
-            batch = self.train_set.batch(mine, dtype=self.dtype)
-            batch = (_masked_copy(batch) if dummy else batch).to(self.device)
-            sums, flops = train_step(self.step_ctx, batch)
-            flops = int(_all_reduce(torch.tensor([flops], dtype=torch.float64, device=self.device), self.dist).item())
+            self.scheduler.set_progress(self._schedule_progress(k, len(batches)))
+            step_sums, flops = self.train_batch(idx)
             self.flops_cum += flops
             self.step += 1
-            epoch_sums += sums.as_vector().cpu()
+            epoch_sums += step_sums
             n_struct += len(idx)
             n_atoms += int(sizes[idx].sum())
+            self.structures_seen += len(idx)
             if on_batch is not None:
                 on_batch(self.epoch, k + 1, len(batches), self.step)
+            if not bool(torch.isfinite(step_sums).all()):
+                self.diverged = True  # NaN/inf loss: the weights are lost; stop here
+                break
+            if self.rungs is not None:
+                self.rungs.after_step(self, flops)
             if self._budget_spent():
                 break
         train_s = time.perf_counter() - t0
+        if self.rungs is not None and not self.diverged:  # compute axis: only the (annealed) rungs report
+            if self._out_of_epochs():
+                self.rungs.end_of_epochs(self)
+            self.wall_s += time.perf_counter() - t0
+            self.save()
+            return dict(self.history[-1])
         metrics = error_metrics(ErrorSums.from_vector(epoch_sums), cfg.loss, *self._scales(), split="train")
         metrics.update(self._evaluate_val())
         metrics[M.THROUGHPUT_STRUCT_S] = n_struct / train_s if train_s > 0 else 0.0
         metrics[M.THROUGHPUT_ATOMS_S] = n_atoms / train_s if train_s > 0 else 0.0
+        if not math.isfinite(metrics[M.VAL_LOSS]) or not math.isfinite(metrics[M.split_key("train", M.LOSS)]):
+            self.diverged = True
+        patience_out = not self.diverged and self._early_stop_update(metrics[M.VAL_LOSS])
+        if self.diverged or patience_out or self._budget_spent() or self._out_of_epochs():
+            metrics = self._finish(metrics)
         self.wall_s += time.perf_counter() - t0
         return self._record(metrics)
 
@@ -450,10 +566,8 @@ class _Trial:
             if self.is_main:
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             self.initial_report()
-        while self.epoch < self.config.epochs and not self._budget_spent():
-            row = self.train_epoch()
-            if not math.isfinite(row[M.VAL_LOSS]):
-                break  # diverged: stop; the history shows it
+        while not self.finished and not self._out_of_epochs() and not self._budget_spent():
+            self.train_epoch()
         return dict(self.history[-1])
 
 

@@ -4,6 +4,13 @@
   extrapolation check); every sweep with FLOPs → the compute frontier, L(C) and Chinchilla
   approaches 1–2; every sweep with ≥ 3 sizes × ≥ 3 data sizes → the joint law and approach 3.
 - Seeds at one scale are averaged; intervals come from a bootstrap over runs.
+- Diverged runs (tag ``engine.status = diverged``, metric ``diverged_epoch``) enter no fit and are
+  listed with the epoch they diverged at; every trial is tabulated with its peak LR, batch size, epochs
+  run, and the final validation and test value of each metric; the sweep's budget rule is stated.
+- Compute axis: when trials report FLOP rungs (``rung``, :mod:`engine.loop.cooldown`) the frontier uses
+  only those reports, whose ``val_*`` are annealed (cooldown-branch) losses.
+- An hpo sweep (``engine.tune``) gets no laws and no frontier: a table of its trials and the best value
+  per size, with a warning when that value sits at the edge of the searched range (:mod:`engine.report.hpo`).
 """
 
 from __future__ import annotations
@@ -55,13 +62,22 @@ class SweepAnalysis:
     joints: dict[str, LawFit] = field(default_factory=dict)
 
 
+def is_diverged(frame: pd.DataFrame) -> pd.Series:
+    """Rows of runs that diverged (tag engine.status = diverged, or a logged diverged_epoch)."""
+    div = frame["engine_status"].fillna("") == M.STATUS_DIVERGED
+    if M.DIVERGED_EPOCH in frame:
+        div |= frame.groupby("run_id")[M.DIVERGED_EPOCH].transform(lambda v: v.notna().any()).astype(bool)
+    return div
+
+
 def final_values(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per run trained to its end: its last logged value of ``metric`` with n_params, train_size, seed.
 
     Runs that ASHA stopped early (MLflow FINISHED, tag engine.status=stopped) are left out here; their
-    curves still count for the compute frontier.
+    curves still count for the compute frontier. Diverged runs are left out of everything.
     """
-    done = frame[(frame["status"] == "FINISHED") & (frame["engine_status"].fillna("completed") != "stopped")]
+    done = frame[(frame["status"] == "FINISHED") & (frame["engine_status"].fillna("completed") != "stopped")
+                 & ~is_diverged(frame)]
     rows = []
     for run_id, g in done.groupby("run_id", sort=True):
         vals = g.dropna(subset=[metric]) if metric in g else g.iloc[0:0]
@@ -74,11 +90,16 @@ def final_values(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def curves_of(frame: pd.DataFrame, metric: str) -> list[Curve]:
-    """Every run's (flops_cum, metric) curve, any status: runs stopped early still trace the frontier."""
+    """Every run's (flops_cum, metric) curve: runs stopped early still trace the frontier, diverged runs do not.
+
+    A run that reported FLOP rungs contributes only those reports (its annealed, cooldown-branch scores).
+    """
     out = []
-    for run_id, g in frame.groupby("run_id", sort=True):
+    for run_id, g in frame[~is_diverged(frame)].groupby("run_id", sort=True):
         if metric not in g:
             continue
+        if M.RUNG in g and g[M.RUNG].notna().any():
+            g = g[g[M.RUNG].notna()]
         g = g.dropna(subset=[metric, M.FLOPS_CUM]).sort_values(M.EPOCH)
         if g.empty:
             continue
@@ -122,8 +143,19 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
         "allocation": {},
         "baselines": data.baselines,
         "seed_paper": SEED_PAPER,
+        "budget_rule": data.parent_params.get("budget_rule"),
+        "lr_from": data.parent_params.get("lr_from"),
+        "trials": trial_table(frame, present),
+        "diverged": diverged_list(frame),
+        "annealed": annealed_summary(frame),
     }
     out = SweepAnalysis(summary)
+    if data.axis == "hpo":
+        from engine.report.hpo import hpo_summary
+
+        summary["hpo"] = hpo_summary(frame, data.parent_params)
+        out.summary = jsonable(summary)
+        return out
     for metric in present:
         finals = final_values(frame, metric)
         summary["axis_fits"][metric] = {}
@@ -172,6 +204,67 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
             "approach3": allocation_from_joint(joint, summary["joint"][primary].get("not_available", "")),
         }
     out.summary = jsonable(summary)
+    return out
+
+
+def _last(g: pd.DataFrame, col: str) -> float:
+    if col not in g:
+        return math.nan
+    v = g[col].dropna()
+    return float(v.iloc[-1]) if len(v) else math.nan
+
+
+def test_metric(metric: str) -> str:
+    """The test-split name of a validation metric (val_loss → test_loss); other names unchanged."""
+    return "test_" + metric[len("val_"):] if metric.startswith("val_") else metric
+
+
+def trial_table(frame: pd.DataFrame, metrics: list[str]) -> list[dict]:
+    """One dict per trial: identity, peak LR, batch size, epochs run, status and final val/test metrics."""
+    rows = []
+    for run_id, g in frame.groupby("run_id", sort=False):
+        g = g.sort_values([M.EPOCH, "report_index"] if "report_index" in g else [M.EPOCH])
+        first = g.iloc[0]
+        epochs_run = _last(g, M.EPOCHS_RUN)
+        row = {
+            "trial_id": str(first["trial_id"]), "run_id": str(run_id), "model": first["model"],
+            "preset": first["preset"], M.N_PARAMS: first[M.N_PARAMS], M.TRAIN_SIZE: first[M.TRAIN_SIZE],
+            "seed": first["seed"], "peak_lr": first.get("peak_lr", math.nan),
+            "batch_size": first.get("batch_size", math.nan),
+            M.EPOCHS_RUN: epochs_run if math.isfinite(epochs_run) else _last(g, M.EPOCH),
+            M.BEST_EPOCH: _last(g, M.BEST_EPOCH),
+            "status": first["engine_status"] or str(first["status"]).lower(),
+            "final": {m: _last(g, m) for m in metrics},
+            "test": {m: _last(g, test_metric(m)) for m in metrics},
+        }
+        if bool(is_diverged(g).any()):
+            row["status"] = M.STATUS_DIVERGED
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["trial_id"])
+
+
+def diverged_list(frame: pd.DataFrame) -> list[dict]:
+    """Diverged trials with the epoch they diverged at (NaN when the run did not log it)."""
+    out = []
+    for run_id, g in frame[is_diverged(frame)].groupby("run_id", sort=True):
+        ep = _last(g, M.DIVERGED_EPOCH)
+        out.append({"trial_id": str(g["trial_id"].iloc[0]), "run_id": str(run_id), "preset": g["preset"].iloc[0],
+                    M.N_PARAMS: g[M.N_PARAMS].iloc[0], M.TRAIN_SIZE: g[M.TRAIN_SIZE].iloc[0],
+                    "seed": g["seed"].iloc[0], "peak_lr": g["peak_lr"].iloc[0] if "peak_lr" in g else math.nan,
+                    M.DIVERGED_EPOCH: ep if math.isfinite(ep) else _last(g, M.EPOCH)})
+    return sorted(out, key=lambda r: r["trial_id"])
+
+
+def annealed_summary(frame: pd.DataFrame) -> dict:
+    """Whether the compute curves are annealed: rung reports, their LR at the end of the cooldown."""
+    if M.RUNG not in frame or not frame[M.RUNG].notna().any():
+        return {"rungs": False}
+    rungs = frame[frame[M.RUNG].notna()]
+    out = {"rungs": True, "n_rung_reports": len(rungs), "n_runs": int(rungs["run_id"].nunique())}
+    if M.LR_COOLDOWN_END in rungs and "peak_lr" in rungs:
+        ratio = (rungs[M.LR_COOLDOWN_END] / rungs["peak_lr"]).dropna()
+        if len(ratio):
+            out["max_lr_end_over_peak"] = float(ratio.max())
     return out
 
 

@@ -1,7 +1,8 @@
 """Build a report: MLflow → tidy frame → fits → figures → report.md, report.html, fits.json.
 
-``build_report(["sweep"])`` writes reports/<sweep>/ (several sweeps: reports/<a>__vs__<b>/) and
-logs the same files to each sweep's parent MLflow run under the artifact path ``report``.
+``build_report(["sweep"])`` writes reports/<sweep>/ (several sweeps: reports/<a>__vs__<b>/, with one
+comparison figure per target, :mod:`engine.report.compare`) and logs the same files to each sweep's
+parent MLflow run under the artifact path ``report``. fits.json also records every figure's legend.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import re
 import time
 from pathlib import Path
 
-from engine import metrics as M
+from engine.fit.result import jsonable
 from engine.paths import default_tracking_uri, reports_dir
-from engine.report.analyze import SweepAnalysis, analyze_sweep
+from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, analyze_sweep
 from engine.report.collect import collect_sweep
+from engine.report.compare import comparison_blocks, comparison_summary, panels_for, plot_target
 from engine.report.document import document, to_markdown
-from engine.report.figures import plot_axis, plot_frontier, plot_isoflop
+from engine.report.figures import baseline_lines, plot_axis, plot_frontier, plot_hpo, plot_isoflop
 from engine.report.html import to_html
 
 
@@ -24,49 +26,52 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def make_figures(analyses: list[SweepAnalysis], out_dir: Path) -> dict[str, str]:
-    """Write every PNG; returns {key: file name} (keys "<sweep>|axis:<metric>:<var>", "compare:…")."""
+def make_figures(analyses: list[SweepAnalysis], out_dir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Write every PNG; returns ({key: file name}, {file name: legend labels}).
+
+    Keys: "<sweep>|axis:<metric>:<var>", "<sweep>|frontier:<metric>", "<sweep>|isoflop:<metric>",
+    "<sweep>|hpo:loss_vs_lr" and, with several sweeps, "compare:<metric>" (one figure per target).
+    """
     figs: dict[str, str] = {}
+    legends: dict[str, list[str]] = {}
+
+    def keep(key: str, name: str, labels: list[str]) -> None:
+        figs[key] = name
+        legends[name] = labels
+
     for an in analyses:
         s = an.summary["sweep"]
         baselines = an.summary["baselines"]
+        if "hpo" in an.summary:
+            h = an.summary["hpo"]
+            name = f"{_safe(s)}_loss_vs_lr.png"
+            keep(f"{s}|hpo:loss_vs_lr", name, plot_hpo(h["trials"], h["range"], h["best"], out_dir / name))
+            continue
         for metric, by_var in an.run_points.items():
-            # reference lines: parent-run metrics baseline_<name>_<metric>
-            lines = {k[len("baseline_"):-len(metric) - 1].replace("_", " "): v for k, v in baselines.items()
-                     if k.endswith("_" + metric)}
+            lines = baseline_lines(baselines, metric)  # parent-run metrics baseline_<name>_<metric>
             for var, (x, y) in by_var.items():
                 if len(x) == 0:
                     continue
                 name = f"{_safe(s)}_{metric}_vs_{var}.png"
-                plot_axis([(s, an.axis_fits[metric].get(var), x, y)], metric, var, out_dir / name, lines)
-                figs[f"{s}|axis:{metric}:{var}"] = name
+                keep(f"{s}|axis:{metric}:{var}", name,
+                     plot_axis([(s, an.axis_fits[metric].get(var), x, y)], metric, var, out_dir / name, lines))
         for metric, fr in an.frontiers.items():
             name = f"{_safe(s)}_{metric}_frontier.png"
-            plot_frontier([(s, an.curves[metric], fr)], metric, out_dir / name)
-            figs[f"{s}|frontier:{metric}"] = name
+            keep(f"{s}|frontier:{metric}", name, plot_frontier([(s, an.curves[metric], fr)], metric, out_dir / name,
+                                                              baseline_lines(baselines, metric)))
             profiles = fr.get("approach2", {}).get("profiles", [])
             if profiles:
                 name = f"{_safe(s)}_{metric}_isoflop.png"
-                plot_isoflop(profiles, metric, out_dir / name)
-                figs[f"{s}|isoflop:{metric}"] = name
-    if len(analyses) > 1:
-        metrics = sorted({m for an in analyses for m in an.run_points})
+                keep(f"{s}|isoflop:{metric}", name, plot_isoflop(profiles, metric, out_dir / name))
+    compared = [an for an in analyses if "hpo" not in an.summary]
+    if len(compared) > 1:
+        metrics = [m for m in DEFAULT_METRICS if any(m in an.run_points or m in an.frontiers for an in compared)]
+        metrics += sorted({m for an in compared for m in an.run_points} - set(metrics))
         for metric in metrics:
-            for var in (M.N_PARAMS, M.TRAIN_SIZE):
-                series = [(an.summary["sweep"], an.axis_fits.get(metric, {}).get(var), *an.run_points[metric][var])
-                          for an in analyses if var in an.run_points.get(metric, {})
-                          and len(an.run_points[metric][var][0])]
-                if len(series) > 1:
-                    name = f"compare_{metric}_vs_{var}.png"
-                    plot_axis(series, metric, var, out_dir / name)
-                    figs[f"compare:{metric} vs {var}"] = name
-            series = [(an.summary["sweep"], an.curves[metric], an.frontiers[metric])
-                      for an in analyses if metric in an.frontiers]
-            if len(series) > 1:
-                name = f"compare_{metric}_frontier.png"
-                plot_frontier(series, metric, out_dir / name)
-                figs[f"compare:{metric} frontier"] = name
-    return figs
+            if panels_for(compared, metric):
+                name = f"compare_{_safe(metric)}.png"
+                keep(f"compare:{metric}", name, plot_target(compared, metric, out_dir / name))
+    return figs, legends
 
 
 def build_report(
@@ -84,15 +89,19 @@ def build_report(
     analyses = [analyze_sweep(d, metrics, n_boot=n_boot, seed=seed) for d in data]
     out = Path(out_dir) if out_dir is not None else reports_dir() / "__vs__".join(_safe(s) for s in sweeps)
     out.mkdir(parents=True, exist_ok=True)
-    figures = make_figures(analyses, out)
+    figures, legends = make_figures(analyses, out)
     fits = {
         "format": "engine-report/1",
         "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "sweeps": [an.summary for an in analyses],
         "figures": figures,
+        "legends": legends,
     }
+    several = len([an for an in analyses if "hpo" not in an.summary]) > 1
+    if several:
+        fits["comparison"] = jsonable(comparison_summary(analyses))
     (out / "fits.json").write_text(json.dumps(fits, indent=1, ensure_ascii=False, allow_nan=False))
-    blocks = document(fits, figures)
+    blocks = document(fits, figures, comparison_blocks(fits, figures) if several else None)
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(blocks, out))
     if log_to_mlflow:

@@ -2,9 +2,9 @@
 
 MLflow conventions (fixed by the sweep's tracking): one experiment per sweep named after it; a
 parent run tagged engine.kind=sweep; one child run per trial tagged engine.kind=trial with
-engine.trial_id, engine.axis, params (model, preset, n_params, train_size, seed, …) and metric
-histories logged with step = epoch. The report reads only MLflow, so it works after the cluster
-is gone.
+engine.trial_id, engine.axis, engine.status (completed | stopped | diverged | …), params (model,
+preset, n_params, train_size, seed, lr, batch_size, epochs, …) and metric histories (one MLflow step
+per report, the epoch as a metric). The report reads only MLflow, so it works after the cluster is gone.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from engine.errors import TrackingError, UserError
 from engine.paths import default_tracking_uri
 
 ID_COLUMNS = ["sweep", "run_id", "trial_id", "axis", "model", "preset", "n_params", "train_size", "seed", "status",
-              "engine_status"]
+              "engine_status", "peak_lr", "batch_size", "epochs_planned"]
 CURVE_COLUMNS = [M.EPOCH, M.FLOPS_CUM, M.WALL_S]
 BASELINE_PREFIX = "baseline_"  # parent-run metrics such as baseline_predict_mean_val_loss (reference lines)
 
@@ -114,9 +114,17 @@ def collect_sweep(sweep: str, tracking_uri: str | None = None) -> SweepData:
             "train_size": _num(params.get(M.TRAIN_SIZE, last.get(M.TRAIN_SIZE))),
             "seed": _num(params.get("seed")),
             "status": run.info.status,
-            # tag engine.status: completed | stopped (ASHA, FINISHED in MLflow) | interrupted | …
+            # tag engine.status: completed | stopped (ASHA, FINISHED in MLflow) | diverged | interrupted | …
             "engine_status": tags.get("engine.status"),
+            "peak_lr": _num(params.get("lr", params.get("optim.lr"))),  # the metric "lr" is the scheduled LR
+            "batch_size": _num(params.get("batch_size")),
+            "epochs_planned": _num(params.get("epochs")),
         }
+        if ident["engine_status"] != M.STATUS_DIVERGED and (
+                M.DIVERGED_EPOCH in last or M.DIVERGED_EPOCH in tags):
+            ident["engine_status"] = M.STATUS_DIVERGED  # the loop's own mark, if the tag was not set
+        if M.DIVERGED_EPOCH in tags and M.DIVERGED_EPOCH not in last:
+            ident[M.DIVERGED_EPOCH] = _num(tags[M.DIVERGED_EPOCH])
         by_step: dict[int, dict[str, float]] = {}
         for key in last:
             for m in client.get_metric_history(run.info.run_id, key):
@@ -125,12 +133,13 @@ def collect_sweep(sweep: str, tracking_uri: str | None = None) -> SweepData:
             row = dict(ident)
             row.update(by_step[step])
             row[M.EPOCH] = float(by_step[step].get(M.EPOCH, step))
+            row["report_index"] = step
             rows.append(row)
     frame = pd.DataFrame(rows)
     for col in CURVE_COLUMNS:
         if col not in frame:
             frame[col] = math.nan
-    frame = frame.sort_values(["trial_id", M.EPOCH], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["trial_id", M.EPOCH, "report_index"], kind="stable").reset_index(drop=True)
     lead = ID_COLUMNS + CURVE_COLUMNS
     frame = frame[lead + sorted(c for c in frame.columns if c not in lead)]
     baselines = {}

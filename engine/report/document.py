@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine import metrics as M
+from engine.fit.trust import NOT_IDENTIFIED
 from engine.report.analyze import fmt
 from engine.report.figures import metric_label
 
@@ -27,7 +29,21 @@ def _ci(ci) -> str:
 
 
 def _params_cell(fit: dict) -> str:
-    return "; ".join(f"{k} = {fmt(v)} {_ci(fit['ci95'].get(k))}" for k, v in fit["params"].items())
+    """Parameters with intervals; one the runs do not identify is named as such, not quoted as a value."""
+    unident = fit.get("not_identified") or {}
+    cells = []
+    for k, v in fit["params"].items():
+        if k in unident:
+            cells.append(f"{k}: {NOT_IDENTIFIED} (estimate {fmt(v)}; {unident[k]})")
+        else:
+            cells.append(f"{k} = {fmt(v)} {_ci(fit['ci95'].get(k))}")
+    return "; ".join(cells)
+
+
+def _flag_block(flags: list[str], what: str) -> list[Block]:
+    if not flags:
+        return []
+    return [Block("p", f"Do not read {what} as a law: " + "; ".join(flags) + ".")]
 
 
 def _na(d: dict) -> str:
@@ -52,14 +68,10 @@ def axis_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
             blocks.append(Block("table", header=["form", "parameters [95 % CI]", "R² (log)", "RMSE (log)",
                                                   "LOO RMSE (log)", "points / runs"], rows=rows))
             blocks.append(Block("p", f"Form: {fit['choice']}."))
+            blocks += _flag_block(fit.get("flags") or [], "this fit")
             ex = fit.get("extrapolation") or {}
             if "predicted" in ex:
-                verdict = "inside" if ex["inside"] else "OUTSIDE"
-                blocks.append(Block("p", (
-                    f"Extrapolation check: refit without the largest {var} ({fmt(ex['held_out'])}, "
-                    f"{ex['n_runs_held_out']} runs) on {ex['n_points_fitted']} points predicts "
-                    f"{fmt(ex['predicted'])} {_ci(ex['ci95'])}; observed {fmt(ex['observed'])} "
-                    f"({verdict} the interval, relative error {fmt(ex['rel_error'], 3)}).")))
+                blocks.append(Block("p", _extrapolation_text(ex, var)))
             elif "not_available" in ex:
                 blocks.append(Block("p", f"Extrapolation check {_na(ex)}."))
             fit_m = next(iter(fit["fits"].values()), {})
@@ -69,6 +81,19 @@ def axis_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
             if key in figures:
                 blocks.append(Block("img", figures[key], header=[f"{metric_label(metric)} vs {var}"]))
     return blocks
+
+
+def _extrapolation_text(ex: dict, var: str) -> str:
+    verdict = "inside" if ex["inside"] else "OUTSIDE"
+    sc = ex.get("scatter") or {}
+    scatter = (f"the scatter of seeds at a point, σ(log L) = {fmt(sc.get('sigma_log'), 3)}"
+               if sc.get("source") == "seeds" else
+               f"the residual scatter, σ(log L) = {fmt(sc.get('sigma_log'), 3)} (one run per point)")
+    return (f"Extrapolation check: refit without the largest {var} ({fmt(ex['held_out'])}, "
+            f"{ex['n_runs_held_out']} runs) on {ex['n_points_fitted']} points predicts {fmt(ex['predicted'])}, "
+            f"95 % prediction interval {_ci(ex.get('pi95'))} (curve {_ci(ex['ci95'])} plus {scatter}); "
+            f"observed {fmt(ex['observed'])} ({verdict} the prediction interval, relative error "
+            f"{fmt(ex['rel_error'], 3)}).")
 
 
 def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
@@ -86,6 +111,14 @@ def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
                                 rows=[[law["formula"], _params_cell(law), fmt(law["r2_log"]), str(law["n_points"]),
                                        str(fr["n_runs"])]]))
             blocks.append(Block("p", f"Method: {law['method']}."))
+            blocks += _flag_block(law.get("flags") or [], "L(C)")
+        ann = summary.get("annealed") or {}
+        if ann.get("rungs"):
+            txt = (f"Annealed points only: {ann['n_rung_reports']} rung reports of {ann['n_runs']} runs, each scored "
+                   "after a cooldown branch (warmup–stable–decay, Hägele et al. 2024)")
+            if "max_lr_end_over_peak" in ann:
+                txt += f"; the LR at the end of every cooldown is ≤ {fmt(ann['max_lr_end_over_peak'], 3)} × peak"
+            blocks.append(Block("p", txt + "."))
         for key, cap in ((f"frontier:{metric}", "frontier"), (f"isoflop:{metric}", "IsoFLOP profiles")):
             if key in figures:
                 blocks.append(Block("img", figures[key], header=[f"{cap}: {metric}"]))
@@ -123,13 +156,15 @@ def joint_blocks(summary: dict) -> list[Block]:
             rows.append([metric, _na(jf), "—", "—"])
             continue
         rows.append([metric, _params_cell(jf), fmt(jf["r2_log"]), f"{jf['n_points']} / {jf['n_runs']}"])
+        if jf.get("flags"):
+            notes += _flag_block(jf["flags"], f"the joint law of {metric}")
         ex = jf.get("extrapolation") or {}
         if "predicted" in ex:
             verdict = "inside" if ex["inside"] else "OUTSIDE"
             notes.append(Block("p", (
-                f"{metric}: refit without the largest N predicts {fmt(ex['predicted'])} {_ci(ex['ci95'])} at "
-                f"(N, D) = ({fmt(ex['held_out'][0])}, {fmt(ex['held_out'][1])}); observed {fmt(ex['observed'])} "
-                f"({verdict} the interval).")))
+                f"{metric}: refit without the largest N predicts {fmt(ex['predicted'])}, 95 % prediction interval "
+                f"{_ci(ex.get('pi95'))} (curve {_ci(ex['ci95'])}) at (N, D) = ({fmt(ex['held_out'][0])}, "
+                f"{fmt(ex['held_out'][1])}); observed {fmt(ex['observed'])} ({verdict} the prediction interval).")))
         elif "not_available" in ex:
             notes.append(Block("p", f"{metric}: extrapolation check {_na(ex)}."))
     return [Block("table", header=["metric", "L = E + A/N^a + B/D^b [95 % CI]", "R² (log)", "points / runs"],
@@ -161,6 +196,9 @@ def sweep_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
     ]
     if summary["metrics_missing"]:
         blocks.append(Block("p", "Metrics not logged by this sweep: " + ", ".join(summary["metrics_missing"]) + "."))
+    if "hpo" in summary:
+        return blocks + hpo_blocks(summary, figures)
+    blocks += protocol_blocks(summary)
     blocks.append(Block("h2", "Per-axis scaling laws"))
     blocks += axis_blocks(summary, figures) or [Block("p", "not available: no per-axis fit for this axis")]
     blocks.append(Block("h2", "Compute frontier"))
@@ -171,44 +209,88 @@ def sweep_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
     blocks += allocation_blocks(summary)
     blocks.append(Block("h2", "Reference"))
     blocks += reference_blocks(summary)
+    blocks.append(Block("h2", "Trials"))
+    blocks += trial_blocks(summary)
     return blocks
 
 
-def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
-    """Side-by-side exponents of several sweeps (e.g. transformer vs EquiformerV2)."""
-    names = [s["sweep"] for s in fits["sweeps"]]
+def protocol_blocks(summary: dict) -> list[Block]:
+    """The budget rule, the learning rates the trials used, and the diverged runs left out of the fits."""
+    blocks = []
+    trials = summary.get("trials") or []
+    rule = summary.get("budget_rule")
+    epochs = sorted({fmt(t[M.EPOCHS_RUN], 3) for t in trials if t.get(M.EPOCHS_RUN) is not None})
+    if rule:
+        blocks.append(Block("p", f"Budget rule: {rule}. Epochs each trial ran (passes over its training subset): "
+                                 f"{', '.join(epochs) or '—'}; per trial in the Trials table."))
+    else:
+        blocks.append(Block("p", "Budget rule: not logged by this sweep (no parent-run param budget_rule); epochs "
+                                 "each trial ran are in the Trials table."))
+    by_size: dict[str, set] = {}
+    for t in trials:
+        by_size.setdefault(str(t["preset"]), set()).add(fmt(t["peak_lr"], 3))
+    lrs = "; ".join(f"{p}: {', '.join(sorted(v))}" for p, v in by_size.items())
+    source = f" (tuned per size by engine.tune sweep {summary['lr_from']})" if summary.get("lr_from") else ""
+    blocks.append(Block("p", f"Peak learning rate per size{source}: {lrs or '—'}."))
+    div = summary.get("diverged") or []
+    if div:
+        items = [f"{d['trial_id']} ({d['preset']}, N = {fmt(d[M.N_PARAMS])}, D = {fmt(d[M.TRAIN_SIZE])}, seed "
+                 f"{fmt(d['seed'])}, lr {fmt(d['peak_lr'], 3)}) at epoch {fmt(d[M.DIVERGED_EPOCH])}" for d in div]
+        blocks.append(Block("p", f"Diverged runs, excluded from every fit ({len(div)}): " + "; ".join(items) + "."))
+    return blocks
+
+
+def trial_blocks(summary: dict) -> list[Block]:
+    """Every trial: identity, peak LR, batch size, epochs run, status, final validation and test values."""
+    trials = summary.get("trials") or []
+    metrics = summary.get("metrics") or []
+    if not trials:
+        return [Block("p", "not available: no trials")]
+    header = ["trial", "size", "N", "D", "seed", "peak LR", "batch", "epochs run", "status",
+              *[f"{m} (val / test)" for m in metrics]]
     rows = []
-    keys = sorted({(m, v) for s in fits["sweeps"] for m, bv in s["axis_fits"].items() for v in bv})
-    for metric, var in keys:
-        row = [f"{metric} vs {var}"]
-        for s in fits["sweeps"]:
-            f = s["axis_fits"].get(metric, {}).get(var, {})
-            if "fits" in f and f["chosen"]:
-                c = f["fits"][f["chosen"]]
-                row.append(f"β = {fmt(c['params']['beta'])} {_ci(c['ci95']['beta'])} ({c['formula']})")
-            else:
-                row.append(_na(f) if "not_available" in f else "—")
-        rows.append(row)
-    for metric in sorted({m for s in fits["sweeps"] for m in s["frontier"]}):
-        row = [f"{metric} vs C (frontier)"]
-        for s in fits["sweeps"]:
-            law = s["frontier"].get(metric, {}).get("law", {})
-            row.append(f"β = {fmt(law['params']['beta'])} {_ci(law['ci95']['beta'])}" if "params" in law else "—")
-        rows.append(row)
-    blocks = [Block("h2", "Comparison"), Block("table", header=["fit", *names], rows=rows)]
-    for key, path in figures.items():
-        if key.startswith("compare:"):
-            blocks.append(Block("img", path, header=[key.split(":", 1)[1]]))
+    for t in trials:
+        vals = [f"{fmt(t['final'].get(m))} / {fmt(t['test'].get(m))}" for m in metrics]
+        rows.append([t["trial_id"], str(t["preset"]), fmt(t[M.N_PARAMS]), fmt(t[M.TRAIN_SIZE]), fmt(t["seed"]),
+                     fmt(t["peak_lr"], 3), fmt(t["batch_size"]), fmt(t[M.EPOCHS_RUN], 3), str(t["status"]), *vals])
+    return [Block("p", "Final values: the last report of each trial (validation), and its final weights on the "
+                       "test split (test_* metrics; — when the trial logged none)."),
+            Block("table", header=header, rows=rows)]
+
+
+def hpo_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
+    """A tuning sweep: the best value per size with edge warnings, the trials, loss against LR."""
+    h = summary["hpo"]
+    rng = h["range"]
+    blocks = [Block("h2", "Tuning result"),
+              Block("p", f"Searched: peak LR in [{fmt(rng['lr_min'], 3)}, {fmt(rng['lr_max'], 3)}] (log-uniform), "
+                         f"batch sizes {rng['batch_sizes'] or '—'}. A search is not a scaling law: no law and no "
+                         "compute frontier is fitted here.")]
+    rows, warnings = [], []
+    for preset, b in h["best"].items():
+        if "not_available" in b:
+            rows.append([preset, _na(b), "—", "—", "—"])
+            continue
+        rows.append([preset, fmt(b["peak_lr"], 3), fmt(b["batch_size"]), fmt(b[M.VAL_LOSS]), b["trial_id"]])
+        warnings += [f"{preset}: {w}" for w in b["warnings"]]
+    blocks.append(Block("table", header=["size", "best peak LR", "batch size", "val_loss", "trial"], rows=rows))
+    if warnings:
+        blocks.append(Block("p", "Warning: " + "; ".join(warnings) + "."))
+    blocks.append(Block("h3", "Trials (learning rate × batch size → final validation loss)"))
+    blocks.append(Block("table", header=["trial", "size", "peak LR", "batch size", "epochs", "val_loss", "status"],
+                        rows=[[t["trial_id"], str(t["preset"]), fmt(t["peak_lr"], 3), fmt(t["batch_size"]),
+                               fmt(t[M.EPOCH], 3), fmt(t[M.VAL_LOSS]), str(t["status"])] for t in h["trials"]]))
+    if "hpo:loss_vs_lr" in figures:
+        blocks.append(Block("img", figures["hpo:loss_vs_lr"], header=["validation loss vs peak learning rate"]))
     return blocks
 
 
-def document(fits: dict, figures: dict[str, str]) -> list[Block]:
-    """All blocks of a report: a comparison first when there are several sweeps, then each sweep."""
+def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None = None) -> list[Block]:
+    """All blocks of a report: the ``comparison`` blocks first (several sweeps), then each sweep."""
     title = "Scaling report: " + " vs ".join(s["sweep"] for s in fits["sweeps"])
     blocks = [Block("h1", title), Block("p", f"Generated {fits['generated_utc']} by `python -m engine.report`; "
                                               "every number below is in fits.json.")]
-    if len(fits["sweeps"]) > 1:
-        blocks += comparison_blocks(fits, figures)
+    blocks += comparison or []
     for s in fits["sweeps"]:
         blocks += sweep_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items() if k.startswith(s["sweep"] + "|")})
     return blocks

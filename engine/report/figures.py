@@ -37,9 +37,11 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _finish(fig, ax, path: Path, title: str, outside: bool = False, y_focus: list[float] | None = None) -> Path:
-    """Log axes, legible ticks, legend, save. ``y_focus``: values the y-range must show (data, fitted line);
-    a 95 % band wider than that is clipped rather than allowed to squash the data into a sliver."""
+def _finish(fig, ax, path: Path, title: str, outside: bool = False, y_focus: list[float] | None = None) -> list[str]:
+    """Log axes, legible ticks, legend, save; returns the legend's labels (fits.json records them).
+
+    ``y_focus``: values the y-range must show (data, fitted line); a 95 % band wider than that is clipped
+    rather than allowed to squash the data into a sliver."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     if y_focus:
@@ -54,13 +56,13 @@ def _finish(fig, ax, path: Path, title: str, outside: bool = False, y_focus: lis
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
     if outside:  # several sweeps: the legend is long, keep it off the data
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+        leg = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     else:
-        ax.legend(fontsize=8, loc="best")
+        leg = ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path
+    return [t.get_text() for t in leg.get_texts()]
 
 
 def _geo_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +76,7 @@ def plot_axis(
     variable: str,
     path: Path,
     baselines: dict[str, float] | None = None,
-) -> Path:
+) -> list[str]:
     """Runs, seed means, the chosen law with its 95 % band (and the other form dashed), per sweep."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6) if len(series) == 1 else (10.0, 4.8))
     y_focus: list[float] = []
@@ -91,31 +93,56 @@ def plot_axis(
         best = fit.best
         lo, hi = best.predict_interval(grid)
         ax.fill_between(grid, lo, hi, color=c, alpha=0.18, label=f"{tag}95 % band")
-        p = best.params
         y_focus.extend(np.asarray(best.predict(grid), dtype=float).tolist())
-        ax.plot(grid, best.predict(grid), color=c, lw=2,
-                label=f"{tag}{best.formula}, β={p['beta']:.3g}")
+        ax.plot(grid, best.predict(grid), color=c, lw=2, label=f"{tag}{best.formula}, {beta_label(best)}")
         for form, other in fit.fits.items():
             if form != fit.chosen:
                 ax.plot(grid, other.predict(grid), color=c, lw=1, ls="--", label=f"{tag}{other.formula} (not chosen)")
         ex = fit.extrapolation or {}
         if "predicted" in ex:
-            lo_e, hi_e = ex["ci95"]
+            lo_e, hi_e = ex.get("pi95") or ex["ci95"]
             y_focus.append(float(ex["predicted"]))
             ax.errorbar([ex["held_out"]], [ex["predicted"]], yerr=[[ex["predicted"] - lo_e], [hi_e - ex["predicted"]]],
                         fmt="D", color="k", ms=5, capsize=3, zorder=4,
-                        label=f"{tag}extrapolated without largest (95 % CI)")
-    for j, (name, value) in enumerate(sorted((baselines or {}).items())):
-        ax.axhline(value, color="0.4", ls=":", lw=1 + 0.3 * j, label=name)
+                        label=f"{tag}extrapolated without largest (95 % prediction interval)")
+    y_focus.extend(draw_baselines(ax, baselines))
     ax.set_xlabel(VARIABLE_LABELS.get(variable, variable))
     ax.set_ylabel(metric_label(metric))
-    y_focus.extend(baselines.values() if baselines else [])
     return _finish(fig, ax, path, f"{metric} vs {variable}", outside=len(series) > 1, y_focus=y_focus)
 
 
-def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path: Path) -> Path:
+def beta_label(fit) -> str:
+    """The exponent as the legend states it: its value, or that the runs do not identify it."""
+    if "beta" in (fit.not_identified or {}):
+        return "β not identified by these runs"
+    flag = "" if fit.converged else " (not converged)"
+    return f"β={fit.params['beta']:.3g}{flag}"
+
+
+def baseline_lines(baselines: dict[str, float] | None, metric: str) -> dict[str, float]:
+    """Reference lines of ``metric``: parent-run metrics ``baseline_<name>_<metric>`` → {"<name>": value}."""
+    out = {}
+    for key, value in (baselines or {}).items():
+        if key.startswith("baseline_") and key.endswith("_" + metric):
+            out[key[len("baseline_"):-len(metric) - 1].replace("_", " ")] = float(value)
+    return out
+
+
+def draw_baselines(ax, lines: dict[str, float] | None) -> list[float]:
+    """Dotted horizontal reference lines labelled "baseline: <name>"; returns their values (kept in view)."""
+    vals = []
+    for j, (name, value) in enumerate(sorted((lines or {}).items())):
+        if np.isfinite(value) and value > 0:
+            ax.axhline(value, color="0.4", ls=(0, (1, 1 + j)), lw=1.2, label=f"baseline: {name}")
+            vals.append(value)
+    return vals
+
+
+def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path: Path,
+                  baselines: dict[str, float] | None = None) -> list[str]:
     """Every run's curve (thin), the lower envelope (points) and L(C) = α·C^−β with its 95 % band."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6) if len(series) == 1 else (10.0, 4.8))
+    y_focus: list[float] = []
     for i, (name, curves, fr) in enumerate(series):
         c = COLORS[i % len(COLORS)]
         tag = f"{name}: " if len(series) > 1 else ""
@@ -128,6 +155,7 @@ def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path
                     label=(f"{tag}run curves" + ("" if tag else f" (colour: N {min(sizes):.3g}→{max(sizes):.3g})"))
                     if k == 0 else None)
         front = fr["frontier"]
+        y_focus.extend(float(v) for v in front["loss"])
         ax.scatter(front["flops"], front["loss"], s=16, color="k" if len(series) == 1 else c, zorder=3,
                    label=f"{tag}frontier (lower envelope)")
         law = fr.get("law", {})
@@ -136,14 +164,47 @@ def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path
             mid, lo, hi = frontier_band(law, grid)
             ax.fill_between(grid, lo, hi, color="tab:red" if len(series) == 1 else c, alpha=0.18,
                             label=f"{tag}95 % band")
-            ax.plot(grid, mid, color="tab:red" if len(series) == 1 else c, lw=2,
-                    label=f"{tag}L = α·C^−β, β={law['params']['beta']:.3g}")
+            beta = ("β not identified by these runs" if "beta" in (law.get("not_identified") or {})
+                    else f"β={law['params']['beta']:.3g}")
+            ax.plot(grid, mid, color="tab:red" if len(series) == 1 else c, lw=2, label=f"{tag}L = α·C^−β, {beta}")
+            y_focus.extend(float(v) for v in mid)
+    y_focus.extend(draw_baselines(ax, baselines))
     ax.set_xlabel(VARIABLE_LABELS[M.FLOPS_CUM])
     ax.set_ylabel(metric_label(metric))
-    return _finish(fig, ax, path, f"compute frontier: {metric}", outside=len(series) > 1)
+    return _finish(fig, ax, path, f"compute frontier: {metric}", outside=len(series) > 1, y_focus=y_focus)
 
 
-def plot_isoflop(profiles: list[dict], metric: str, path: Path) -> Path:
+def plot_hpo(trials: list[dict], rng: dict, best: dict[str, dict], path: Path) -> list[str]:
+    """Final validation loss against peak LR, one colour per size, one marker per batch size; the searched
+    range as vertical lines and each size's best trial as a star."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    presets = list(dict.fromkeys(str(t["preset"]) for t in trials))
+    batches = sorted({t["batch_size"] for t in trials if np.isfinite(t["batch_size"])})
+    markers = ["o", "s", "^", "v", "P", "X"]
+    y_focus: list[float] = []
+    for i, p in enumerate(presets):
+        c = COLORS[i % len(COLORS)]
+        mine = [t for t in trials if str(t["preset"]) == p and np.isfinite(t[M.VAL_LOSS])]
+        for j, b in enumerate(batches):
+            pts = [t for t in mine if t["batch_size"] == b]
+            if pts:
+                ax.scatter([t["peak_lr"] for t in pts], [t[M.VAL_LOSS] for t in pts], color=c,
+                           marker=markers[j % len(markers)], s=30, label=f"{p}, batch {int(b)}")
+                y_focus.extend(t[M.VAL_LOSS] for t in pts)
+        bb = best.get(p, {})
+        if "peak_lr" in bb:
+            ax.scatter([bb["peak_lr"]], [bb[M.VAL_LOSS]], marker="*", s=200, color=c, edgecolor="k", zorder=4,
+                       label=f"{p}: best")
+    for v in (rng.get("lr_min"), rng.get("lr_max")):
+        if v and np.isfinite(v):
+            ax.axvline(v, color="0.5", ls="--", lw=1)
+    ax.plot([], [], color="0.5", ls="--", lw=1, label="searched LR range")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel(metric_label(M.VAL_LOSS))
+    return _finish(fig, ax, path, "tuning: validation loss vs learning rate", outside=True, y_focus=y_focus)
+
+
+def plot_isoflop(profiles: list[dict], metric: str, path: Path) -> list[str]:
     """IsoFLOP profiles: loss vs N at fixed budgets, the parabola in log N, its minimum."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     cmap = plt.get_cmap("plasma")

@@ -17,6 +17,7 @@ from ray.tune import Callback
 from engine import metrics as M
 from engine.sweep.progress import SweepLedger, TrialState, trial_key
 from engine.sweep.storage import TrialStorage
+from engine.sweep.tracking import report_step
 from engine.sweep.trial import DONE_FILE, resolve_spec
 
 
@@ -41,7 +42,7 @@ def backfill(tracker: Any, storage: TrialStorage, trial_id: str, before: int = 2
     """Log epochs the driver never received (an interrupted driver or a lost node dropped them in
     flight; the resumed loop does not report them again) from the trial's stored ``metrics.jsonl``."""
     for row in stored_metrics(storage, trial_id):
-        if tracker.last_epoch(trial_id) < int(row.get(M.EPOCH, -1)) < before:
+        if tracker.last_epoch(trial_id) < report_step(row) < before:
             tracker.log_trial(trial_id, row)
 
 
@@ -88,7 +89,7 @@ class MlflowCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         key = self._ensure(trial)
-        epoch = int(result.get(M.EPOCH, 0))
+        epoch = report_step(result, 0)  # the report index (= epoch for epoch-wise trials)
         if epoch > self.tracker.last_epoch(key) + 1:
             backfill(self.tracker, self.storage, key, before=epoch)
         self.tracker.log_trial(key, result)
@@ -98,7 +99,7 @@ class MlflowCallback(Callback):
         # a trial interrupted after its last checkpoint resumes with nothing left to train and reports nothing
         backfill(self.tracker, self.storage, key)
         st = self.ledger.states.get(key, TrialState())
-        engine_status = "stopped" if st.status == "stopped" else "completed"
+        engine_status = st.status if st.status in ("stopped", M.STATUS_DIVERGED) else "completed"
         close_trial(self.tracker, self.storage, key, "FINISHED", engine_status, st.flops_cum)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -1,11 +1,14 @@
 """Run a sweep: search space → Ray Tune trials → MLflow runs → (optional) report.
 
 ``run_sweep`` is the library function behind ``python -m engine.scale`` and ``python -m engine.tune``.
-The sweep's folder ``sweeps/<name>/`` holds the resolved space (``space.json``), one folder per
-trial (``trials/<trial_id>/``: checkpoint, metrics, status), Ray Tune's results (``ray/``) and a
-``summary.json``. Both the folder and the MLflow runs are keyed by the sweep name, so ``--resume``
-(``resume=True``) reruns only the trials without a completion marker, and those continue from their
-last checkpoint inside the same MLflow child runs.
+The driver's folder ``sweeps/<name>/`` holds the resolved space (``space.json``), the driver lock
+(``driver.lock``) and a ``summary.json``. Trial state (``trials/<trial_id>/``: checkpoint, metrics,
+completion marker) and Ray Tune's results (``ray/``) live in the sweep's storage
+(:mod:`engine.sweep.storage`): by default the same folder, on a cluster a shared path or an object
+store every node reaches (``--storage``). Storage and MLflow runs are keyed by the sweep name, so
+``--resume`` (``resume=True``) reruns only the trials without a completion marker (after
+reconciling markers with MLflow), and those continue from their last checkpoint inside the same
+MLflow child runs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,11 +26,14 @@ from typing import Any, TextIO
 
 from engine import paths
 from engine.errors import ConfigError, DataError, ResourceError
+from engine.sweep.lock import DriverLock
 from engine.sweep.spaces import SearchSpace, TrialSpec, expand, space_from_dict
+from engine.sweep.storage import TrialStorage, check_visible_from_workers, is_uri
 from engine.sweep.trial import DONE_FILE
 
 SPACE_FILE = "space.json"
 SUMMARY_FILE = "summary.json"
+STORAGE_FILE = "storage.json"  # where the sweep's trial state lives (so --resume finds it again)
 
 
 @dataclass
@@ -35,6 +42,7 @@ class SweepOptions:
 
     name: str
     address: str | None = None  # None: start a local Ray; "auto": join the running cluster
+    storage: str | None = None  # trial state: None → $ENGINE_STORAGE, else the sweep folder (see engine.sweep.storage)
     resume: bool = False
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db
     max_failures: int = 2  # Tune retries of a trial whose worker died (each resumes from its checkpoint)
@@ -61,6 +69,7 @@ class SweepResult:
     interrupted: bool
     report_path: str | None = None
     best: dict | None = None  # {"trial_id", "val_loss", "config"} (hpo)
+    storage: str | None = None  # where the trials' state lives (engine.sweep.storage); None: the sweep folder
 
     @property
     def compute_fraction(self) -> float | None:
@@ -94,29 +103,51 @@ def load_saved_space(sweep_dir: Path) -> SearchSpace:
     return space_from_dict(values, source=source)
 
 
-def finished_trials(sweep_dir: Path) -> dict[str, str]:
-    """Trials whose folder holds the driver's completion marker: trial_id → completed|stopped."""
+def finished_trials(storage: TrialStorage | Path) -> dict[str, str]:
+    """Trials whose storage folder holds the driver's completion marker: trial_id → completed|stopped."""
+    if isinstance(storage, Path):
+        storage = TrialStorage(str(storage))
     out = {}
-    for marker in sorted((sweep_dir / "trials").glob(f"*/{DONE_FILE}")):
+    for trial_id in storage.list_dirs("trials"):
+        text = storage.read_text(f"trials/{trial_id}/{DONE_FILE}")
+        if text is None:
+            continue
         try:
-            out[marker.parent.name] = json.loads(marker.read_text())["status"]
-        except (OSError, ValueError, KeyError):
+            out[trial_id] = json.loads(text)["status"]
+        except (ValueError, KeyError):
             continue
     return out
 
 
-def trial_spec_dict(spec: TrialSpec, space: SearchSpace, sweep_dir: Path) -> dict:
-    """The ``trial`` entry of a Tune config: id, resolved TrialConfig, run folder, resources."""
+def resolve_storage(options: SweepOptions, sweep_dir: Path) -> TrialStorage:
+    """The sweep's storage: --storage, else the one saved by its first run, else $ENGINE_STORAGE/<name>, else
+    the sweep folder. A resumed sweep must keep its storage (its checkpoints are there)."""
+    saved_path = sweep_dir / STORAGE_FILE
+    saved = json.loads(saved_path.read_text())["storage"] if saved_path.is_file() else None
+    location = options.storage
+    if location is None and saved is None and os.environ.get("ENGINE_STORAGE"):
+        base = os.environ["ENGINE_STORAGE"]
+        location = base.rstrip("/") + "/" + options.name if is_uri(base) else str(Path(base) / options.name)
+    if location is not None and not is_uri(location):
+        location = str(Path(location).expanduser().resolve())
+    if saved is not None and location is not None and location != saved:
+        raise ConfigError(f"sweep {options.name!r} keeps its trials in {saved}; resume it without --storage {location}")
+    return TrialStorage(location or saved or str(sweep_dir))
+
+
+def trial_spec_dict(spec: TrialSpec, space: SearchSpace, storage: TrialStorage, start_timeout_s: float = 60.0) -> dict:
+    """The ``trial`` entry of a Tune config: id, resolved TrialConfig, storage, resources."""
     config = spec.config.to_dict()
     if not config["data"].get("cache_dir"):
         config["data"]["cache_dir"] = str(paths.cache_dir())  # workers may not share the driver's env
     return {
         "trial_id": spec.trial_id,
         "config": config,
-        "run_dir": str(sweep_dir / "trials" / spec.trial_id),
-        "trials_dir": str(sweep_dir / "trials"),
+        "storage": storage.location,
+        "run_dir": storage.trial_dir(spec.trial_id),  # where a shared-path trial trains (informative)
+        "trials_dir": storage.uri("trials"),
         "resources": dataclasses.asdict(space.resources),
-        "storage_path": str(sweep_dir / "ray"),
+        "start_timeout_s": start_timeout_s,  # how long a DDP trial waits for its workers' resources
     }
 
 
@@ -195,6 +226,75 @@ def check_local_resources(space: SearchSpace) -> None:
         raise _resource_error(res, "this machine", cpus, gpus)
 
 
+def _worker_bundle(res: Any) -> dict[str, float]:
+    bundle = {"CPU": float(res.cpus_per_worker)}
+    if res.gpus_per_worker > 0:
+        bundle["GPU"] = float(res.gpus_per_worker)
+    return bundle
+
+
+def cluster_node_types() -> tuple[list[dict], bool]:
+    """Resources of every kind of node the cluster has or can get: ``([{"name", "resources", "max"}], autoscaling)``.
+
+    The autoscaler's node types (from the cluster config it reports to Ray's GCS) when it runs, plus the
+    nodes alive now; ``max`` is how many such nodes there can be (None: unbounded).
+    """
+    import ray
+
+    types: list[dict] = []
+    autoscaling = False
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()  # None without an autoscaler
+    except Exception:  # a private API: its absence only means no node types to read
+        config = None
+    for group in getattr(config, "node_group_configs", None) or []:
+        if group.max_count == 0:
+            continue
+        autoscaling = autoscaling or group.max_count == -1 or group.max_count > group.min_count
+        types.append({
+            "name": group.name,
+            "resources": {k: float(v) for k, v in group.resources.items()},
+            "max": None if group.max_count == -1 else int(group.max_count),
+        })
+    for node in ray.nodes():
+        if node.get("Alive"):
+            types.append({"name": f"node {node.get('NodeManagerAddress', '?')}", "resources": dict(node["Resources"]),
+                          "max": 1})
+    return types, autoscaling
+
+
+def check_cluster_fits(space: SearchSpace) -> None:
+    """Fail in one line when no node the cluster has or can start holds one of the trial's workers, or all of
+    them together cannot; otherwise trials queue until the autoscaler (or a freed node) serves them."""
+    res = space.resources
+    bundle = _worker_bundle(res)
+    types, autoscaling = cluster_node_types()
+
+    def holds(node: dict) -> int:  # how many of one trial's workers a node of this type holds
+        return min(math.floor(node["resources"].get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0)
+
+    fits = [t for t in types if holds(t) >= 1]
+    described = ", ".join(sorted({f"{t['name']} {_describe(t['resources'])}" for t in types})) or "no nodes"
+    want = f"{res.workers} worker(s) of {_describe(bundle)}"
+    if not fits:
+        raise ResourceError(
+            f"one trial needs {want} but no node {'type ' if autoscaling else ''}of the Ray cluster holds one "
+            f"({described}); lower resources in the search space or add a node type that fits"
+        )
+    if all(t["max"] is not None for t in fits) and sum(holds(t) * t["max"] for t in fits) < res.workers:
+        raise ResourceError(
+            f"one trial needs {want} but the Ray cluster can hold at most "
+            f"{sum(holds(t) * t['max'] for t in fits)} ({described}); lower workers or raise max_workers"
+        )
+
+
+def _describe(resources: dict) -> str:
+    keys = [k for k in ("CPU", "GPU") if k in resources] or ["CPU"]
+    return "{" + ", ".join(f"{k}: {resources.get(k, 0.0):g}" for k in keys) + "}"
+
+
 def max_concurrent(space: SearchSpace, local: bool) -> int | None:
     """Trials at once: the space's setting, else (local Ray) as many as the CPUs/GPUs hold; a cluster
     queues the rest itself (pending trials are what make the autoscaler add nodes)."""
@@ -203,7 +303,7 @@ def max_concurrent(space: SearchSpace, local: bool) -> int | None:
     res = space.resources
     if res.max_concurrent:
         return int(res.max_concurrent)
-    if not local and res.workers == 1:
+    if not local:
         return None
     total = ray.cluster_resources()
     cpus = float(total.get("CPU", 1.0))
@@ -217,6 +317,29 @@ def max_concurrent(space: SearchSpace, local: bool) -> int | None:
 
 # ---------------------------------------------------------------------------------------
 # the sweep
+
+
+def compute_scheduler(space: SearchSpace) -> Any:
+    """ASHA over the compute axis's FLOP rungs, or None (other axes, or ``early_stop: false``: the full grid).
+
+    Its metric ``val_loss`` is the annealed one: a compute trial reports only at rungs, each after a
+    cooldown branch (engine.loop.cooldown), and its ``flops_cum`` (time attribute) counts the branches.
+    ASHA barely promotes at low concurrency (ray#32634; DESIGN.md Ray note 12): compare with the grid.
+    """
+    if space.axis != "compute" or not space.flop_budgets or not space.early_stop:
+        return None
+    from engine import metrics as M
+    from engine.sweep.asha import RecordingASHA
+
+    budgets = space.flop_budgets
+    return RecordingASHA(
+        time_attr=M.FLOPS_CUM,
+        metric=M.VAL_LOSS,
+        mode="min",
+        grace_period=budgets[0],
+        max_t=budgets[-1],
+        reduction_factor=space.reduction_factor,
+    )
 
 
 def run_sweep(
@@ -233,24 +356,16 @@ def run_sweep(
     """
     # Tune warns when a driver callback takes > 0.5 s; logging to SQLite on a busy machine often does
     os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
-    from ray import tune
-
-    from engine.sweep.progress import MlflowCallback, RecordingASHA, SweepLedger, TrialState
     from engine.sweep.tracking import SweepTracker
-    from engine.sweep.trial import tune_trainable
 
-    t_start = time.perf_counter()
-    stream = options.stream or sys.stdout
     sweep_dir = sweep_dir_for(options.name)
     if options.resume:
         space = load_saved_space(sweep_dir)
     elif (sweep_dir / SPACE_FILE).exists():
-        raise ConfigError(
-            f"sweep {options.name!r} already exists in {sweep_dir}; "
-            "pass --resume to continue it or --name for a new one"
-        )
+        raise _exists_error(options.name, sweep_dir)
     if options.address is None:
         check_local_resources(space)
+    storage = resolve_storage(options, sweep_dir)
     uri = options.tracking_uri or paths.default_tracking_uri()
     tracker = SweepTracker(uri, options.name, space.axis)
     if not options.resume and tracker.child_runs():
@@ -259,55 +374,105 @@ def run_sweep(
             f"MLflow {uri} already has runs of a sweep named {options.name!r} (its folder is gone); "
             "choose another --name or delete that MLflow experiment"
         )
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "trials").mkdir(exist_ok=True)
-    if not options.resume:
-        (sweep_dir / SPACE_FILE).write_text(json.dumps(space.to_dict(), indent=2, sort_keys=True) + "\n")
-        if space_text is not None:
-            (sweep_dir / "space.yaml").write_text(space_text)
-    elif space_text is None and (sweep_dir / "space.yaml").exists():
-        space_text = (sweep_dir / "space.yaml").read_text()
+    new_dir = not sweep_dir.exists()
+    lock = DriverLock(sweep_dir, options.name)
+    lock.acquire()  # a second driver of this sweep stops here with one line
+    try:
+        if not options.resume and (sweep_dir / SPACE_FILE).exists():  # another driver created it meanwhile
+            raise _exists_error(options.name, sweep_dir)
+        return _run_locked(space, options, space_text, tuner_factory, sweep_dir, storage, tracker)
+    finally:
+        lock.release()
+        if new_dir and not (sweep_dir / SPACE_FILE).exists():
+            shutil.rmtree(sweep_dir, ignore_errors=True)  # stopped before it began: leave nothing behind
 
-    tracker.close_leftovers()  # runs a killed driver left RUNNING; reopened below if their trial reruns
-    parent_id = tracker.start_parent(space.to_dict(), space_text)
 
+def _share_data(specs: list[TrialSpec], sweep_dir: Path, tracker: Any, stream: TextIO) -> None:
+    """What every trial shares (engine.sweep.shared_data): the dataset's normalization file, which each
+    trial's config then names; the naive baselines and the budget rule, on the parent run."""
+    from engine.sweep.shared_data import prepare_shared_data
+
+    if not specs:
+        return
+    shared = prepare_shared_data([s.config for s in specs], sweep_dir, stream)
+    for s in specs:
+        s.config.data.normalization_file = shared.normalization_file
+    tracker.log_parent(metrics=shared.baselines, params={"budget_rule": shared.budget_rule})
+
+
+def _exists_error(name: str, sweep_dir: Path) -> ConfigError:
+    return ConfigError(
+        f"sweep {name!r} already exists in {sweep_dir}; pass --resume to continue it or --name for a new one"
+    )
+
+
+def _run_locked(
+    space: SearchSpace,
+    options: SweepOptions,
+    space_text: str | None,
+    tuner_factory: Any,
+    sweep_dir: Path,
+    storage: TrialStorage,
+    tracker: Any,
+) -> SweepResult:
+    from ray import tune
+
+    from engine.loop.cooldown import planned_flops
+    from engine.sweep.mlflow_callback import MlflowCallback
+    from engine.sweep.progress import SweepLedger, TrialState
+    from engine.sweep.trial import tune_trainable
+
+    t_start = time.perf_counter()
+    stream = options.stream or sys.stdout
+    uri = tracker.uri
+    local = options.address is None
     specs = expand(space)
-    done = finished_trials(sweep_dir) if options.resume else {}
-    todo = [s for s in specs if s.trial_id not in done]
-    skipped = [s.trial_id for s in specs if s.trial_id in done]
-    if skipped:
-        print(f"resume: {len(skipped)} trial(s) already finished, {len(todo)} to run", file=stream)
+    done = finished_trials(storage) if options.resume else {}
+    if local and any(s.trial_id not in done for s in specs):
+        prepare_data([s.config.data for s in specs if s.trial_id not in done])
 
-    states: dict[str, TrialState] = {}
-    for s in specs if tuner_factory is None else []:  # a searcher's trials are not known in advance
-        states[s.trial_id] = TrialState(
-            status=done.get(s.trial_id, "pending"), epochs=s.config.epochs, max_flops=s.config.max_flops
-        )
-    _restore_ledger(states, sweep_dir)
-
-    if options.address is None and todo:
-        prepare_data([s.config.data for s in todo])
     started_ray = init_ray(options.address, sweep_dir)
     interrupted = False
-    scheduler = None
+    parent_id = ""
+    states: dict[str, TrialState] = {}
+    skipped: list[str] = []
     try:
-        local = options.address is None
-        if space.axis == "compute" and space.flop_budgets:
-            budgets = space.flop_budgets
-            scheduler = RecordingASHA(
-                time_attr="flops_cum",
-                metric="val_loss",
-                mode="min",
-                grace_period=budgets[0],
-                max_t=budgets[-1],
-                reduction_factor=space.reduction_factor,
+        if not local:  # before anything is written: the cluster can hold a trial and its nodes see the storage
+            check_cluster_fits(space)
+            checked = check_visible_from_workers(storage)
+            print(f"storage {storage.uri()}: visible from {checked} worker node(s)", file=stream)
+        storage.write_probe()  # each trial checks it on start (a node that joins later included)
+        if not options.resume:
+            (sweep_dir / STORAGE_FILE).write_text(json.dumps({"storage": storage.location}) + "\n")
+            if space_text is not None:
+                (sweep_dir / "space.yaml").write_text(space_text)
+            (sweep_dir / SPACE_FILE).write_text(json.dumps(space.to_dict(), indent=2, sort_keys=True) + "\n")
+        elif space_text is None and (sweep_dir / "space.yaml").exists():
+            space_text = (sweep_dir / "space.yaml").read_text()
+
+        tracker.close_leftovers()  # runs a killed driver left RUNNING; reopened below if their trial reruns
+        parent_id = tracker.start_parent(space.to_dict(), space_text)
+        _share_data(specs, sweep_dir, tracker, stream)  # one normalization, the baselines, the budget rule
+        if options.resume:
+            done = reconcile(tracker, storage, done, stream)
+        todo = [s for s in specs if s.trial_id not in done]
+        skipped = [s.trial_id for s in specs if s.trial_id in done]
+        if skipped:
+            print(f"resume: {len(skipped)} trial(s) already finished, {len(todo)} to run", file=stream)
+        for s in specs if tuner_factory is None else []:  # a searcher's trials are not known in advance
+            states[s.trial_id] = TrialState(
+                status=done.get(s.trial_id, "pending"), epochs=s.config.epochs, max_flops=s.config.max_flops,
+                planned_flops=planned_flops(s.config),
             )
+        _restore_ledger(states, storage)
+
+        scheduler = compute_scheduler(space)
         ledger = SweepLedger(options.name, states, scheduler, options.progress_interval_s, options.stream)
-        callbacks = [ledger, MlflowCallback(tracker, ledger), *options.callbacks]
+        callbacks = [ledger, MlflowCallback(tracker, ledger, storage), *options.callbacks]
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables off: SweepLedger prints progress
         run_config = tune.RunConfig(
-            name=f"run-{_next_attempt(sweep_dir)}",
-            storage_path=str(sweep_dir / "ray"),
+            name=f"run-{_next_attempt(storage)}",
+            storage_path=storage.uri("ray"),
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             verbose=0,
@@ -319,12 +484,16 @@ def run_sweep(
             "trial_name_creator": _trial_name,
             "trial_dirname_creator": _trial_name,
         }
+        # a queued DDP trial on an autoscaling cluster waits for nodes that take minutes to boot
+        start_timeout_s = 60.0 if local else 1800.0
         if tuner_factory is not None:
-            tuner = tuner_factory(trainable, trial_spec_dict(specs[0], space, sweep_dir), tune_kwargs, run_config)
+            base = trial_spec_dict(specs[0], space, storage, start_timeout_s)
+            tuner = tuner_factory(trainable, base, tune_kwargs, run_config)
             # a searcher's own ASHA decides which trials stop early: the ledger must ask that one
             ledger.scheduler = getattr(tuner_factory, "scheduler", None)
         elif todo:
-            param_space = {"trial": tune.grid_search([trial_spec_dict(s, space, sweep_dir) for s in todo])}
+            grid = [trial_spec_dict(s, space, storage, start_timeout_s) for s in todo]
+            param_space = {"trial": tune.grid_search(grid)}
             if scheduler is not None:
                 tune_kwargs["scheduler"] = scheduler
             tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(**tune_kwargs),
@@ -332,20 +501,22 @@ def run_sweep(
         else:
             tuner = None
         if tuner is not None:
-            grid = tuner.fit()
-            interrupted = _was_interrupted(grid, states)
+            results = tuner.fit()
+            interrupted = _was_interrupted(results, states)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        leftovers = tracker.close_leftovers()
-        if leftovers:
-            interrupted = True
+        if parent_id:
+            leftovers = tracker.close_leftovers()
+            if leftovers:
+                interrupted = True
         if started_ray:
             import ray
 
             ray.shutdown()
 
     result = _summarize(options.name, sweep_dir, uri, parent_id, states, skipped, t_start, interrupted)
+    result.storage = storage.location
     tracker.log_parent(
         metrics={
             "flops_used": result.flops_used,
@@ -356,11 +527,52 @@ def run_sweep(
             "trials_completed": sum(1 for t in result.trials.values() if t["status"] == "completed"),
             "trials_stopped": sum(1 for t in result.trials.values() if t["status"] == "stopped"),
             "trials_failed": sum(1 for t in result.trials.values() if t["status"] == "failed"),
+            "trials_diverged": sum(1 for t in result.trials.values() if t["status"] == "diverged"),
         },
     )
     tracker.end_parent("KILLED" if interrupted else "FINISHED")
     (sweep_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
     return result
+
+
+def reconcile(tracker: Any, storage: TrialStorage, done: dict[str, str], stream: TextIO) -> dict[str, str]:
+    """Make completion markers and MLflow agree before a resume (returns the trials finished now).
+
+    - a marker whose run is not FINISHED (or missing: a store reset, or a sweep from before markers
+      followed the run's close): the run is completed from the stored metrics and artifacts, then closed;
+    - a FINISHED run of a completed or stopped trial without a marker (the driver died between closing
+      the run and writing the marker): the marker is written, the trial is not trained again.
+    """
+    from engine.sweep.mlflow_callback import backfill, close_trial, stored_metrics, write_marker
+    from engine.sweep.tracking import trial_params
+
+    done = dict(done)
+    runs = {r.data.tags.get("engine.trial_id"): r for r in tracker.child_runs()}
+    fixed = []
+    for trial_id, status in sorted(done.items()):
+        run = runs.get(trial_id)
+        if run is not None and run.info.status == "FINISHED":
+            continue
+        text = storage.read_text(f"trials/{trial_id}/config.json")
+        config = json.loads(text) if text else {}
+        tracker.start_trial(trial_id, trial_params(trial_id, config), storage.uri(f"trials/{trial_id}/checkpoint.pt"))
+        backfill(tracker, storage, trial_id)
+        rows = stored_metrics(storage, trial_id)
+        flops = float(rows[-1].get("flops_cum", 0.0)) if rows else 0.0
+        close_trial(tracker, storage, trial_id, "FINISHED", status, flops)
+        fixed.append(trial_id)
+    for trial_id, run in sorted(runs.items(), key=lambda kv: str(kv[0])):
+        status = run.data.tags.get("engine.status")
+        finished = status in ("completed", "stopped", "diverged")
+        if trial_id and trial_id not in done and run.info.status == "FINISHED" and finished:
+            rows = stored_metrics(storage, trial_id)
+            write_marker(storage, trial_id, status, float(rows[-1].get("flops_cum", 0.0)) if rows else 0.0)
+            done[trial_id] = status
+            fixed.append(trial_id)
+    if fixed:
+        print(f"resume: reconciled {len(fixed)} trial(s) between completion markers and MLflow: "
+              f"{', '.join(map(str, fixed[:5]))}{' …' if len(fixed) > 5 else ''}", file=stream)
+    return done
 
 
 def _trial_name(trial: Any) -> str:
@@ -369,9 +581,8 @@ def _trial_name(trial: Any) -> str:
     return resolve_spec(trial.config)["trial_id"]
 
 
-def _next_attempt(sweep_dir: Path) -> int:
-    runs = [p for p in (sweep_dir / "ray").glob("run-*") if p.is_dir()]
-    return len(runs) + 1
+def _next_attempt(storage: TrialStorage) -> int:
+    return sum(1 for name in storage.list_dirs("ray") if name.startswith("run-")) + 1
 
 
 def _was_interrupted(grid: Any, states: dict) -> bool:
@@ -379,13 +590,12 @@ def _was_interrupted(grid: Any, states: dict) -> bool:
     return any(st.status in ("pending", "running") for st in states.values())
 
 
-def _restore_ledger(states: dict, sweep_dir: Path) -> None:
-    """FLOPs and wall time of trials that ran before a resume (finished or not), from their metrics.jsonl."""
+def _restore_ledger(states: dict, storage: TrialStorage) -> None:
+    """FLOPs and wall time of trials that ran before a resume (finished or not), from their stored metrics.jsonl."""
+    from engine.sweep.mlflow_callback import stored_metrics
+
     for trial_id in states:
-        path = sweep_dir / "trials" / trial_id / "metrics.jsonl"
-        if not path.exists():
-            continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = stored_metrics(storage, trial_id)
         st = states[trial_id]
         for row in rows:
             if int(row.get("epoch", 0)) == 1:

@@ -65,6 +65,7 @@ class SearchSpace:
     fixed: dict = field(default_factory=dict)  # TrialConfig-shaped
     resources: Resources = field(default_factory=Resources)
     flop_budgets: list | None = None  # compute: ASHA rungs in FLOPs (geometric), last = per-trial budget
+    early_stop: bool = True  # compute: ASHA stops poor trials at rungs; False = the full grid (the reference)
     search: HpoSearch | None = None  # hpo only
     source: str = ""  # file it came from (for messages and the MLflow artifact)
 
@@ -84,6 +85,9 @@ class SearchSpace:
         values.setdefault("data", {})["train_size"] = train_size
         if self.axis == "compute" and self.flop_budgets:
             values["max_flops"] = float(self.flop_budgets[-1])
+            # compare annealed models only: WSD, a cooldown branch scored at every rung (engine.loop.cooldown)
+            values["rung_flops"] = [float(b) for b in self.flop_budgets]
+            values.setdefault("optim", {}).setdefault("schedule", "wsd")
         return trial_config_from_dict(values)
 
     def to_dict(self) -> dict:
@@ -226,6 +230,11 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
         budgets = _check_budgets(_nonempty_list(values, "flop_budgets", where), where)
     elif values.get("flop_budgets") is not None:
         raise ConfigError(f"{where}: 'flop_budgets' only applies to axis compute; remove it")
+    early_stop = values.get("early_stop", True)
+    if not isinstance(early_stop, bool) or (axis != "compute" and not early_stop):
+        raise ConfigError(f"{where}: 'early_stop' is true or false and only applies to axis compute; fix it")
+    if axis == "compute" and (fixed.get("optim") or {}).get("schedule", "wsd") != "wsd":
+        raise ConfigError(f"{where}: the compute axis compares annealed models and needs fixed.optim.schedule: wsd")
 
     search = None
     if axis == "hpo":
@@ -252,6 +261,7 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
         fixed=copy.deepcopy(fixed),
         resources=resources,
         flop_budgets=budgets,
+        early_stop=early_stop,
         search=search,
         source=source,
     )
@@ -290,7 +300,7 @@ def with_overrides(
     epochs: int | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
-    amp: bool | None = None,
+    amp: bool | str | None = None,
     seeds: int | None = None,
     train_sizes: list[int] | None = None,
 ) -> SearchSpace:
@@ -318,6 +328,7 @@ def with_overrides(
             )
     if space.flop_budgets is not None:
         values["flop_budgets"] = list(space.flop_budgets)
+        values["early_stop"] = space.early_stop
     if space.search is not None:
         values["search"] = dataclasses.asdict(space.search)
     fixed = values["fixed"]
@@ -328,5 +339,5 @@ def with_overrides(
     if batch_size is not None:
         fixed["batch_size"] = batch_size
     if amp:
-        fixed["amp"] = True
+        fixed["amp"] = amp  # True, "bf16" or "fp16" (engine.loop.precision)
     return space_from_dict(values, source=space.source)

@@ -14,6 +14,7 @@ driver's completion marker) and ``ray/`` (Ray Tune's experiment state, ``RunConf
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -100,10 +101,8 @@ class TrialStorage:
         self.write_bytes(rel, text.encode())
 
     def delete(self, rel: str) -> None:
-        try:
+        with contextlib.suppress(OSError):  # FileNotFoundError included
             self.fs.delete_file(self.path(rel))
-        except (FileNotFoundError, OSError):
-            pass
 
     def list_dirs(self, rel: str) -> list[str]:
         """Names of the folders directly inside ``rel`` (empty when it does not exist)."""
@@ -177,10 +176,8 @@ def check_visible_from_workers(storage: TrialStorage, timeout_s: float = 120.0) 
     here = ray.get_runtime_context().get_node_id()
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
     probe = ray.remote(num_cpus=0, max_retries=0)(probe_storage)
-    refs = [
-        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote(storage, token)
-        for node in nodes
-    ]
+    on = [NodeAffinitySchedulingStrategy(node_id=node, soft=False) for node in nodes]
+    refs = [probe.options(scheduling_strategy=where).remote(storage, token) for where in on]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     if len(ready) < len(refs):
         raise ConfigError(f"storage check: {len(refs) - len(ready)} worker node(s) did not answer in {timeout_s:g} s")

@@ -4,9 +4,9 @@ Conventions (shared with ``engine.report``): the experiment is named after the s
 run carries tags ``engine.kind=sweep``, ``engine.sweep``, ``engine.axis`` plus the search space,
 git commit and package versions; each trial's child run carries ``engine.kind=trial``,
 ``engine.trial_id``, ``mlflow.parentRunId``, every hyperparameter as a dotted param and every
-loop metric with ``step=epoch``. Run identities are found by tag before anything is created, so a
-resumed sweep adds to the same runs. Everything is logged from the Ray driver (a Tune callback),
-which keeps a SQLite store free of concurrent writers.
+loop metric with ``step`` = the report index (the epoch, for epoch-wise trials). Run identities are
+found by tag before anything is created, so a resumed sweep adds to the same runs. Everything is
+logged from the Ray driver (a Tune callback), which keeps a SQLite store free of concurrent writers.
 
 Final states: a trial that trained to its end → FINISHED (``engine.status=completed``); one that
 ASHA stopped at a rung → FINISHED with ``engine.status=stopped`` (its history up to the rung is
@@ -138,9 +138,10 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         raise TrackingError(f"unsupported MLflow tracking URI {uri!r}; use sqlite:///mlflow.db or http://host:5000")
 
 
-def search_all(client, experiment_ids: list[str], filter_string: str = "", page_size: int = SEARCH_PAGE) -> list:
-    """Every run matching ``filter_string``, page after page (one ``search_runs`` call stops at its
-    ``max_results``; a 10,000-trial sweep needs several)."""
+def search_all(client, experiment_ids: list[str], filter_string: str = "", page_size: int | None = None) -> list:
+    """Every run matching ``filter_string``, page after page of ``page_size`` (default :data:`SEARCH_PAGE`):
+    one ``search_runs`` call stops at its ``max_results``, and a 10,000-trial sweep needs several."""
+    page_size = page_size or SEARCH_PAGE
     runs: list = []
     token = None
     while True:
@@ -149,6 +150,12 @@ def search_all(client, experiment_ids: list[str], filter_string: str = "", page_
         token = page.token
         if not token:
             return runs
+
+
+def report_step(metrics: dict, default: int = -1) -> int:
+    """The MLflow step of a report: its index in the trial (``report``; a compute trial reports at FLOP
+    rungs, several per epoch or none), else its epoch (the index of epoch-wise reports)."""
+    return int(metrics.get("report", metrics.get("epoch", default)))
 
 
 def _finite_metrics(metrics: dict) -> dict[str, float]:
@@ -281,7 +288,7 @@ class SweepTracker:
         """Log one report at ``step=epoch``; a report for an epoch already logged (a resumed trial) is skipped."""
         run_id = self._children[trial_id]
         values = _finite_metrics(metrics)
-        epoch = int(values.get("epoch", self._last_step.get(run_id, -1) + 1))
+        epoch = report_step(values, self._last_step.get(run_id, -1) + 1)
         if epoch <= self._last_step.get(run_id, -1):
             return False
         self.client.log_batch(run_id, metrics=self._metric_list(values, step=epoch))

@@ -1,9 +1,11 @@
 """One Tune trial: the training loop run directly (one worker) or as a Ray Train DDP job (several).
 
-The Tune config of a trial is ``{"trial": TrialSpec.to_dict() + run_dir + resources}``. The trial's
-``run_dir`` (``sweeps/<sweep>/trials/<trial_id>/``) is deterministic, and the loop checkpoints
-there every epoch and resumes from it, so a retry after a worker died (Tune's
-``FailureConfig(max_failures)``) or a resumed sweep continues the step count where it stopped.
+The Tune config of a trial is ``{"trial": TrialSpec.to_dict() + storage + resources}``. Its state
+lives in the sweep's storage (:mod:`engine.sweep.storage`): a shared folder it trains in directly, or
+an object store it pulls from on start and pushes to after every checkpoint, before the result
+reaches the driver. The loop checkpoints every epoch and resumes from it, so a retry after a worker
+or a whole node died (Tune's ``FailureConfig(max_failures)``) or a resumed sweep continues the step
+count where it stopped, on whichever node it lands.
 
 A one-worker trial calls :func:`engine.loop.loop.run_trial` inside the Tune trainable (a Ray Train
 controller costs ~15 s to start, DESIGN.md Ray note 3). A trial with ``workers > 1`` runs a
@@ -17,9 +19,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+from engine.sweep.storage import TrialStorage, check_trial_storage
 
 ATTEMPT_FILE = "attempts.json"
 DONE_FILE = "sweep_status.json"  # written by the driver when a trial ends (completed or stopped)
@@ -51,14 +56,18 @@ def _resume_info(run_dir: Path) -> dict[str, float]:
 
 
 class TuneReporter:
-    """The loop's Reporter inside a one-worker Tune trial: every report becomes ``tune.report``."""
+    """The loop's Reporter inside a one-worker Tune trial: push the checkpoint to storage, then ``tune.report``."""
 
-    def __init__(self, extra: dict[str, Any]) -> None:
+    def __init__(self, extra: dict[str, Any], storage: TrialStorage | None = None, trial_id: str = "") -> None:
         self.extra = dict(extra)
+        self.storage = storage
+        self.trial_id = trial_id
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None = None) -> None:
         from ray import tune
 
+        if self.storage is not None and checkpoint_dir:
+            self.storage.push(self.trial_id, checkpoint_dir)
         tune.report({**metrics, **self.extra})
 
 
@@ -67,12 +76,16 @@ class TrainReporter:
 
     all_ranks = True  # the loop calls it on every rank, not only rank 0
 
-    def __init__(self, extra: dict[str, Any]) -> None:
+    def __init__(self, extra: dict[str, Any], storage: TrialStorage | None = None, trial_id: str = "") -> None:
         self.extra = dict(extra)
+        self.storage = storage
+        self.trial_id = trial_id
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None = None) -> None:
         import ray.train
 
+        if self.storage is not None and checkpoint_dir and ray.train.get_context().get_world_rank() == 0:
+            self.storage.push(self.trial_id, checkpoint_dir)  # rank 0 writes the checkpoint
         ray.train.report({**metrics, **self.extra})
 
 
@@ -91,14 +104,19 @@ def _train_worker(loop_config: dict) -> None:
 
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device()
-    cfg = _trial_config(loop_config["spec"])
+    spec = loop_config["spec"]
+    cfg = _trial_config(spec)
     cfg.threads = cfg.threads or max(1, int(loop_config.get("cpus_per_worker", 1)))
     cfg.device = "cuda" if device.type == "cuda" else "cpu"
-    dist = DistContext(rank=ctx.get_world_rank(), world_size=ctx.get_world_size(), device=device)
-    run_trial(cfg, loop_config["run_dir"], reporter=TrainReporter(loop_config["extra"]), dist=dist)
+    rank = ctx.get_world_rank()
+    storage = TrialStorage(spec["storage"])
+    run_dir = prepare_run_dir(storage, spec["trial_id"], suffix=f"-rank{rank}")  # every rank reads the checkpoint
+    dist = DistContext(rank=rank, world_size=ctx.get_world_size(), device=device)
+    reporter = TrainReporter(loop_config["extra"], storage, spec["trial_id"])
+    run_trial(cfg, run_dir, reporter=reporter, dist=dist)
 
 
-def _run_ddp(spec: dict, run_dir: Path, extra: dict[str, Any]) -> None:
+def _run_ddp(spec: dict, extra: dict[str, Any]) -> None:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -112,7 +130,6 @@ def _run_ddp(spec: dict, run_dir: Path, extra: dict[str, Any]) -> None:
         _train_worker,
         train_loop_config={
             "spec": spec,
-            "run_dir": str(run_dir),
             "extra": extra,
             "cpus_per_worker": per_worker["CPU"],
         },
@@ -122,9 +139,9 @@ def _run_ddp(spec: dict, run_dir: Path, extra: dict[str, Any]) -> None:
         ),
         run_config=ray.train.RunConfig(
             name=f"train-{spec['trial_id']}",
-            storage_path=str(Path(spec["storage_path"]).resolve()),
+            storage_path=TrialStorage(spec["storage"]).uri("ray"),
             callbacks=[TuneReportCallback()],
-            # a dead worker restarts the group, which resumes from run_dir/checkpoint.pt;
+            # a dead worker restarts the group, which resumes from the stored checkpoint;
             # bounded controller failures so a start that cannot get resources fails instead of hanging
             failure_config=ray.train.FailureConfig(max_failures=1, controller_failure_limit=2),
         ),
@@ -148,20 +165,38 @@ def resolve_spec(config: dict) -> dict:
     return spec
 
 
+def prepare_run_dir(storage: TrialStorage, trial_id: str, suffix: str = "") -> Path:
+    """The folder this process trains the trial in, holding the trial's latest stored state.
+
+    A shared path is used in place. With an object store the node's scratch folder is emptied (it may
+    hold an older attempt's files) and refilled from storage.
+    """
+    if not storage.remote:
+        run_dir = Path(storage.trial_dir(trial_id))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    run_dir = Path(storage.trial_dir(trial_id) + suffix)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    storage.pull(trial_id, run_dir)
+    return run_dir
+
+
 def tune_trainable(config: dict) -> None:
     """The Tune function trainable of every sweep trial (see the module docstring)."""
     spec = resolve_spec(config)
-    run_dir = Path(spec["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    storage = TrialStorage(spec["storage"])
+    check_trial_storage(storage)
+    trial_id = spec["trial_id"]
+    run_dir = prepare_run_dir(storage, trial_id)
     attempt = _bump_attempt(run_dir)
+    storage.push(trial_id, run_dir, names=(ATTEMPT_FILE,))
     extra = {"attempt": float(attempt), **_resume_info(run_dir)}
     workers = int(spec["resources"].get("workers", 1))
     if workers > 1:
-        _run_ddp(spec, run_dir, extra)
+        _run_ddp(spec, extra)
         return
     from engine.loop.loop import run_trial
 
     cfg = _trial_config(spec)
     cfg.threads = cfg.threads or max(1, int(spec["resources"].get("cpus_per_worker", 1)))
-    run_trial(cfg, run_dir, reporter=TuneReporter(extra))
-
+    run_trial(cfg, run_dir, reporter=TuneReporter(extra, storage, trial_id))

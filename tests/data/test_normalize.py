@@ -7,6 +7,7 @@ import pytest
 
 from engine.data.normalize import ENERGY_SCALE_FLOOR_EV_PER_ATOM, fit_normalization
 from engine.data.records import Record
+from engine.errors import DataError
 from models.base import MAX_Z
 
 
@@ -68,3 +69,67 @@ def test_emt_normalization_is_sane(emt_cache):
     assert 1e-3 <= norm.energy_scale < 1.0  # eV/atom
     assert 0.05 < norm.forces_scale < 5.0  # eV/Å
     assert 1e-4 < norm.stress_scale < 0.2  # eV/Å³ (|p| ≤ 20 GPa ≈ 0.125 eV/Å³)
+
+
+# ---------------------------------------------------------------------------------------
+# one normalization per dataset, whatever the training-set size
+
+
+def _data(folder, **kw):
+    from engine.config import DataConfig
+
+    return DataConfig(emt_size=40, emt_seed=7, cache_dir=str(folder), val_fraction=0.2, max_val=8, **kw)
+
+
+def test_every_training_set_size_gets_the_dataset_normalization(emt_cache, tmp_path):
+    from engine.data.dataset import load_splits, reference_subset
+    from engine.data.splits import split_indices
+
+    folder, records = emt_cache
+    small = load_splits(_data(folder, train_size=5), progress=False)
+    large = load_splits(_data(folder, train_size=25), progress=False)
+    assert small.normalization == large.normalization
+    # fitted on the fixed reference subset (here the whole pool), not on either training subset
+    pool = split_indices(records, 0.2, 0.05).pool
+    assert small.normalization == fit_normalization(reference_subset(records, pool, 10000))
+    assert small.normalization.fitted_on == len(pool) > len(large.train)
+    assert small.normalization != fit_normalization(small.train)
+    # a smaller reference subset is a nested prefix of the same pool order
+    capped = load_splits(_data(folder, train_size=5, normalization_size=12), progress=False)
+    assert capped.normalization == fit_normalization([records[k] for k in pool[:12]])
+    assert {r.uid for r in capped.train} <= {records[k].uid for k in pool[:12]}
+
+
+def test_a_saved_normalization_file_is_used_and_round_trips(emt_cache, tmp_path):
+    from engine.data.dataset import load_splits
+    from engine.data.normalize import Normalization
+
+    folder, _ = emt_cache
+    ref = [0.0] * MAX_Z
+    ref[29] = -3.25
+    saved = Normalization(energy_ref=ref, energy_scale=0.5, forces_scale=0.25, stress_scale=0.125, fitted_on=7)
+    path = tmp_path / "normalization.json"
+    saved.save(path)
+    assert Normalization.load(path) == saved
+    assert load_splits(_data(folder, train_size=5, normalization_file=str(path)), progress=False).normalization == saved
+    missing = load_splits(_data(folder, train_size=5, normalization_file=str(tmp_path / "none.json")), progress=False)
+    assert missing.normalization == load_splits(_data(folder, train_size=5), progress=False).normalization
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="cannot read the normalization file"):
+        Normalization.load(path)
+
+
+def test_a_trial_trains_and_saves_the_dataset_normalization(emt_cache, tmp_path):
+    import torch
+
+    from engine.config import TrialConfig
+    from engine.data.dataset import load_splits
+    from engine.loop.loop import run_trial
+
+    folder, _ = emt_cache
+    cfg = TrialConfig(model="fcn", model_config={"hidden": 8, "num_rbf": 4}, epochs=1, batch_size=4,
+                      data=_data(folder, train_size=6), device="cpu")
+    splits = load_splits(cfg.data, progress=False)
+    run_trial(cfg, tmp_path / "run", splits=splits)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ck["normalization"] == splits.normalization.to_dict()

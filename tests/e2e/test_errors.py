@@ -6,6 +6,7 @@ temporary folder, with every default location (cache, sweeps, reports, MLflow) p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -162,3 +163,100 @@ def test_ui_port_in_use_and_server_uri(tmp_path: Path, env: dict[str, str]) -> N
     assert_one_line_error(proc, f"port {port}", "already in use", "--port")
     proc, _ = run(["engine.ui", "--tracking-uri", "http://127.0.0.1:9"], env, tmp_path)
     assert_one_line_error(proc, "already an MLflow server", "--tracking-uri")
+
+
+# -- bad data files (issue 11): one line each, exit 2, never a signal, no run folder written ----------
+
+
+def _labelled_frames(n: int = 12) -> list:
+    from engine.data.emt import generate_records
+
+    return [r.to_atoms() for r in generate_records(0, n, progress=False)]
+
+
+def _train_on(path: Path, env: dict[str, str], cwd: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    run_dir = cwd / "run"
+    args = ["engine.train", "--model", "fcn", "--preset", "f0", "--data", str(path), "--epochs", "1", "--no-progress"]
+    proc, _ = run([*args, "--run-dir", str(run_dir), *extra], env, cwd)
+    return proc, run_dir
+
+
+@pytest.fixture(scope="module")
+def aselmdb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete 200-structure .aselmdb (~750 kB, many LMDB pages)."""
+    from engine.data.emt import generate_records
+    from engine.data.store import write_aselmdb
+
+    path = tmp_path_factory.mktemp("lmdb") / "structures.aselmdb"
+    write_aselmdb(generate_records(0, 200, progress=False), path)
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.01], ids=["half", "first-pages"])
+def test_truncated_aselmdb_is_one_line_not_sigbus(
+    keep: float, aselmdb_file: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A partial download: LMDB would map pages past the end of the file and die of SIGBUS (exit 135)."""
+    data = aselmdb_file.read_bytes()
+    cut = tmp_path / "partial.aselmdb"
+    cut.write_bytes(data[: max(8192, int(len(data) * keep))])  # keep both meta pages: the header is intact
+    proc, run_dir = _train_on(cut, env, tmp_path)
+    assert proc.returncode >= 0, f"killed by signal {-proc.returncode}"
+    message = assert_one_line_error(proc, str(cut), "truncated", f"{len(data):,} bytes")
+    assert "download or copy it again" in message
+    assert not run_dir.exists()
+
+
+def test_corrupt_or_foreign_aselmdb_is_one_line(aselmdb_file: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    import random
+
+    junk = tmp_path / "junk.aselmdb"
+    junk.write_bytes(random.Random(0).randbytes(50_000))
+    proc, run_dir = _train_on(junk, env, tmp_path)
+    assert_one_line_error(proc, str(junk), "not an LMDB file", "valid .aselmdb")
+    assert not run_dir.exists()
+    # overwritten pages in the middle (a disk or copy error): LMDB's own check, still one line
+    data = bytearray(aselmdb_file.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 16384] = random.Random(1).randbytes(16384)
+    broken = tmp_path / "broken.aselmdb"
+    broken.write_bytes(bytes(data))
+    proc, run_dir = _train_on(broken, env, tmp_path)
+    assert proc.returncode >= 0, f"killed by signal {-proc.returncode}"
+    assert_one_line_error(proc, str(broken), "MDB_")
+    assert not run_dir.exists()
+
+
+def test_file_without_any_labels(tmp_path: Path, env: dict[str, str]) -> None:
+    """Structures with no energy, forces or stress used to train to a validation loss of 0 and 'succeed'."""
+    import ase
+    import ase.io
+
+    bare = [ase.Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in _labelled_frames()]
+    path = tmp_path / "bare.extxyz"
+    ase.io.write(path, bare, format="extxyz")
+    proc, run_dir = _train_on(path, env, tmp_path)
+    assert_one_line_error(proc, f"no energy, forces or stress in {path}")
+    assert not run_dir.exists()
+
+
+def test_data_format_names_what_the_file_name_hides(tmp_path: Path, env: dict[str, str]) -> None:
+    """An extxyz file named ``*.out``: ASE guesses Quantum ESPRESSO output from the name and finds nothing."""
+    import ase.io
+
+    path = tmp_path / "frames.out"
+    ase.io.write(path, _labelled_frames(), format="extxyz")
+    proc, run_dir = _train_on(path, env, tmp_path)
+    assert_one_line_error(proc, str(path), "espresso-out", "--data-format")
+    assert not run_dir.exists()
+    proc, _ = _train_on(path, env, tmp_path, "--data-format", "extxzy")  # a typo
+    assert_one_line_error(proc, "unknown data format 'extxzy'", "extxyz")
+    proc, run_dir = _train_on(path, env, tmp_path, "--data-format", "extxyz")
+    assert proc.returncode == 0, proc.stderr
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["data"]["format"] == "extxyz"
+    # the same option in a config file (data.format)
+    config = tmp_path / "trial.yaml"
+    config.write_text(f"model: fcn\npreset: f0\nepochs: 1\ndata: {{path: {path}, format: extxyz}}\n")
+    proc, _ = run(["engine.train", "--config", str(config), "--no-progress", "--run-dir", str(tmp_path / "r2")], env,
+                  tmp_path)
+    assert proc.returncode == 0, proc.stderr

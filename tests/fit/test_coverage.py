@@ -9,7 +9,7 @@ For every law, the true parameters must fall inside the reported intervals in â‰
 import numpy as np
 import pytest
 
-from engine.fit.powerlaw import fit_law
+from engine.fit.fitlaw import fit_law
 
 CASES = {"power": 40, "offset": 30, "joint": 30}
 TRUE = {

@@ -4,16 +4,10 @@ import numpy as np
 from scipy.optimize import approx_fprime
 
 from engine.fit.huber import huber, huber_grad
-from engine.fit.lse import (
-    LseLaw,
-    batch_objective_and_grad,
-    batched_lbfgs,
-    center,
-    fit_multistart,
-    objective,
-    objective_and_grad,
-    uncenter,
-)
+from engine.fit.lbfgs import batched_lbfgs
+from engine.fit.multistart import fit_multistart
+from engine.fit.objective import batch_objective_and_grad, objective, objective_and_grad
+from engine.fit.shape import LseLaw, center, uncenter
 
 
 def test_grid_sizes_match_the_published_grid():

@@ -7,10 +7,13 @@ import pytest
 
 from engine.errors import UserError
 from engine.fit.extrapolate import extrapolation_check
+from engine.fit.fitlaw import fit_law
 from engine.fit.joint import fit_joint
-from engine.fit.lse import LseLaw, fit_multistart, polish
-from engine.fit.powerlaw import fit_axis, fit_law
+from engine.fit.lbfgs import polish
+from engine.fit.multistart import fit_multistart
+from engine.fit.powerlaw import fit_axis
 from engine.fit.result import FitUnavailable
+from engine.fit.shape import LseLaw
 
 N = np.repeat(np.logspace(3, 7, 8), 2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,14 @@ from torch import nn
 
 import models
 from engine.data.graph import GraphDataset, GraphSpec
-from engine.loop.flops import FlopAccountant, FlopCounter, batch_features, count_flops, count_flops_reference
+from engine.loop.flops import (
+    FlopAccountant,
+    FlopCounter,
+    FlopFallbackWarning,
+    batch_features,
+    count_flops,
+    count_flops_reference,
+)
 
 from .conftest import emt_records
 
@@ -116,11 +124,62 @@ def test_accountant_solves_every_step_exactly(family, config):
 def test_accountant_falls_back_to_counting_when_the_law_breaks():
     accountant = FlopAccountant(verify_every=2)
     rng = np.random.default_rng(1)
-    for _ in range(10):
-        x = np.array([1.0, *rng.integers(1, 100, size=6).astype(float)])
-        if accountant.must_count(x):
-            accountant.record(x, int(x[1] ** 2))  # quadratic in atoms: not linear in the features
+    with pytest.warns(FlopFallbackWarning, match="counting every step"):
+        for _ in range(10):
+            x = np.array([1, *rng.integers(1, 100, size=6)])
+            if accountant.must_count(x):
+                accountant.record(x, int(x[1] ** 2))  # quadratic in atoms: not linear in the features
     assert accountant.count_all and accountant.must_count(x)
+    assert accountant.fallback_reason
+
+
+def _eqv2_l_batches(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Feature vectors of OMat24-like batches: 24–64 structures of 8–160 atoms, ~20–60 edges per atom."""
+    out = []
+    for _ in range(n):
+        sizes = rng.integers(8, 161, size=int(rng.integers(24, 65)))
+        edges = int(sum(int(k) * int(rng.integers(20, 61)) for k in sizes))
+        out.append(batch_features(torch.as_tensor(sizes), edges))
+    return out
+
+
+def test_accountant_is_exact_at_eqv2_l_sizes_without_fallback():
+    """Per-step counts of 10¹³–10¹⁴ FLOPs (eqV2-L: ~1.5·10⁸ parameters, 20 layers, lmax 6) are solved exactly.
+
+    Coefficients of that size: ~3·10⁹ FLOPs per atom (6 × parameters touched per atom), ~2·10⁸ per
+    edge (SO(2) convolutions), large padded/pairwise terms. A float64 least-squares solve with an
+    absolute tolerance loses the last digits here (float64 carries 15–16) and fell back to counting.
+    """
+    rng = np.random.default_rng(12)
+    coef = [int(v) for v in (7_919_411, 3_104_557_219, 48_611_203, 187_336_419, 12_345, 678_901, 2_718_281)]
+    accountant = FlopAccountant(verify_every=7)
+    solved = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlopFallbackWarning)  # a fallback fails the test
+        for x in _eqv2_l_batches(rng, 300):
+            exact = sum(int(c) * int(v) for c, v in zip(coef, x))
+            assert 1e13 <= exact < 1e15
+            if accountant.must_count(x):
+                assert accountant.record(x, exact) == exact
+            else:
+                solved += 1
+                assert accountant.record(x, None) == exact  # exact integer equality, no tolerance
+    assert not accountant.count_all and accountant.fallback_reason is None
+    assert solved >= 240 and accountant.counted <= 60
+
+
+def test_accountant_catches_an_off_by_one_at_10_to_the_14():
+    """A relative tolerance would pass a 1-FLOP discrepancy at 10¹⁴; the exact check does not."""
+    rng = np.random.default_rng(3)
+    coef = [7_919_411, 3_104_557_219, 48_611_203, 187_336_419, 12_345, 678_901, 2_718_281]
+    accountant = FlopAccountant(verify_every=1)
+    batches = _eqv2_l_batches(rng, 12)
+    with pytest.warns(FlopFallbackWarning, match="counted"):
+        for k, x in enumerate(batches):
+            exact = sum(c * int(v) for c, v in zip(coef, x)) + (1 if k == len(batches) - 1 else 0)
+            assert accountant.must_count(x)
+            accountant.record(x, exact)
+    assert accountant.count_all
 
 
 def test_stock_counter_agrees_with_the_fast_counter():

@@ -236,13 +236,47 @@ def test_checkpoint_from_another_model_names_both(trained: dict[str, Path], tmp_
         load_potential(tmp_path)  # a trial folder works too
 
 
+def test_calculator_loads_a_trial_from_its_mlflow_run(trained: dict[str, Path], tmp_path: Path) -> None:
+    """A trial's run logs its files as artifacts; ``runs:/<run_id>`` rebuilds the same model without the folder."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from engine.sweep.tracking import SweepTracker
+
+    run_dir = tmp_path / "trial"
+    shutil.copytree(trained["fcn"].parent, run_dir)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "calc-sweep", "params")
+    tracker.start_parent({"axis": "params"}, None)
+    run_id = tracker.start_trial("fcn-f1", {"model": "fcn"}, checkpoint_path=str(run_dir / "checkpoint.pt"))
+    tracker.end_trial("fcn-f1", "FINISHED", "completed")
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.data.tags["engine.artifacts"] == "config.json,metrics.jsonl,checkpoint.pt"
+    names = sorted(f.path for f in MlflowClient(uri).list_artifacts(run_id))
+    assert names == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+
+    atoms = _strained_cu()
+    atoms.calc = EngineCalculator(run_dir / "checkpoint.pt")
+    expected = (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+    shutil.rmtree(run_dir)  # the cluster is gone: only MLflow is left
+    atoms = _strained_cu()
+    atoms.calc = EngineCalculator(f"runs:/{run_id}", tracking_uri=uri)
+    assert atoms.get_potential_energy() == expected[0]
+    assert np.array_equal(atoms.get_forces(), expected[1]) and np.array_equal(atoms.get_stress(), expected[2])
+    assert load_potential(f"runs:/{run_id}/checkpoint.pt", tracking_uri=uri).name == "fcn"
+
+    with pytest.raises(CheckpointError, match=r"cannot fetch checkpoint runs:/0123456789abcdef/checkpoint.pt .*run id"):
+        EngineCalculator("runs:/0123456789abcdef", tracking_uri=uri)
+
+
 @pytest.mark.parametrize("name", models.names())
 def test_every_registered_family_round_trips_through_a_checkpoint(name: str, tmp_path: Path) -> None:
     """Save a (randomly initialized) model in the fixed format; the calculator reproduces its outputs."""
     from ase.build import bulk
 
-    from engine.loop.checkpoint import save_checkpoint
     from models.base import MAX_Z, Normalization
+    from models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     preset = next(iter(models.presets(name)))

@@ -19,15 +19,19 @@ def test_collect_returns_one_row_per_trial_epoch(mlflow_store):
     data = collect_sweep("params-tiny", uri)
     f = data.frame
     assert data.axis == "params" and data.parent_run_id
-    assert f["run_id"].nunique() == 10 and len(f) == 10 * 7  # 5 sizes × 2 seeds, epochs 0..6
+    assert f["run_id"].nunique() == 10 and len(f) == 9 * 7 + 4  # 5 sizes × 2 seeds, epochs 0..6 (one diverged at 3)
     for col in ["sweep", "run_id", "trial_id", "axis", "model", "preset", "n_params", "train_size", "seed",
                 "status", "epoch", "flops_cum", "wall_s", "val_loss", "val_energy_mae_mev_per_atom"]:
         assert col in f.columns
     assert set(f["status"]) == {"FINISHED"}
     assert (f.drop_duplicates("run_id")["engine_status"] == "stopped").sum() == 1
+    assert (f.drop_duplicates("run_id")["engine_status"] == "diverged").sum() == 1
     assert sorted(f["n_params"].unique()) == [2e3, 8e3, 3e4, 1.2e5, 5e5]
-    assert data.baselines == {"baseline_predict_mean_val_loss": 3.0}
-    assert list_sweeps(uri) == ["grid-tiny", "params-other", "params-tiny"]
+    assert set(f["peak_lr"]) == {1e-3} and set(f["batch_size"]) == {16}
+    assert data.baselines == {"baseline_predict_mean_val_loss": 3.0, "baseline_predict_zero_val_loss": 4.5,
+                              "baseline_predict_zero_val_forces_mae_mev_per_a": 2500.0}
+    assert data.parent_params["budget_rule"] == "epochs=6"
+    assert list_sweeps(uri) == ["grid-tiny", "hpo-tiny", "params-other", "params-tiny"]
 
 
 def test_missing_sweep_is_one_line_user_error(mlflow_store, capsys):
@@ -50,17 +54,23 @@ def test_report_files_numbers_and_embedded_images(mlflow_store, tmp_path):
     s = fits["sweeps"][0]
     axis = s["axis_fits"]["val_loss"]["n_params"]
     chosen = axis["fits"][axis["chosen"]]
-    # every fitted parameter and interval in fits.json is printed in report.md, same format
+    # every fitted parameter and interval in fits.json is printed in report.md, same format; one the runs do
+    # not identify is named so instead
     for k, v in chosen["params"].items():
         lo, hi = chosen["ci95"][k]
-        assert f"{k} = {fmt(v)} [{fmt(lo)}, {fmt(hi)}]" in md
+        if k in chosen["not_identified"]:
+            assert f"{k}: not identified by these runs (estimate {fmt(v)}; {chosen['not_identified'][k]})" in md
+        else:
+            assert f"{k} = {fmt(v)} [{fmt(lo)}, {fmt(hi)}]" in md
+    assert chosen["converged"] is True
     assert axis["choice"] in md
     ex = axis["extrapolation"]
-    assert f"predicts {fmt(ex['predicted'])} [{fmt(ex['ci95'][0])}, {fmt(ex['ci95'][1])}]" in md
+    assert (f"predicts {fmt(ex['predicted'])}, 95 % prediction interval [{fmt(ex['pi95'][0])}, "
+            f"{fmt(ex['pi95'][1])}] (curve [{fmt(ex['ci95'][0])}, {fmt(ex['ci95'][1])}]") in md
     law = s["frontier"]["val_loss"]["law"]
     assert f"beta = {fmt(law['params']['beta'])}" in md
-    assert chosen["n_runs"] == 9  # the ASHA-stopped run is left out of the per-axis fit …
-    assert s["frontier"]["val_loss"]["n_runs"] == 10  # … but its curve is on the frontier
+    assert chosen["n_runs"] == 8  # the ASHA-stopped and the diverged run are left out of the per-axis fit …
+    assert s["frontier"]["val_loss"]["n_runs"] == 9  # … the stopped run's curve is on the frontier, not the diverged
     # the synthetic sweep follows N^-0.35 on top of a data term: the fit finds a clear positive exponent
     assert 0.1 < chosen["params"]["beta"] < 0.6
     # joint law needs ≥ 3 data sizes: said so, no number
@@ -89,8 +99,8 @@ def test_two_sweeps_make_one_comparison_report(mlflow_store, tmp_path):
     assert code == 0
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert md.startswith("# Scaling report: params-tiny vs params-other")
-    assert "## Comparison" in md and "| fit | params-tiny | params-other |" in md
-    assert (tmp_path / "cmp" / "compare_val_loss_vs_n_params.png").is_file()
+    assert "## Comparison" in md and "| fit | params-tiny | params-other | seed study (EquiformerV2) |" in md
+    assert (tmp_path / "cmp" / "compare_val_loss.png").is_file()
 
 
 def test_grid_sweep_reports_joint_law_and_allocation(mlflow_store, tmp_path):

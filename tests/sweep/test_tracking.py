@@ -100,3 +100,42 @@ def test_fresh_sweep_refuses_a_name_mlflow_already_has(uri, tmp_path, monkeypatc
     with pytest.raises(ConfigError, match="already has runs of a sweep named 'ghost'"):
         run_sweep(space, SweepOptions(name="ghost", tracking_uri=uri))
     assert not (tmp_path / "sweeps" / "ghost" / "space.json").exists()
+
+
+def test_searches_are_paged(uri, monkeypatch):
+    """More trial runs than one search page: every lookup still sees all of them (MLflow stops a page at
+    ``max_results``; unpaged, the tracker missed runs past 5,000 and would create duplicates on resume)."""
+    from engine.sweep import tracking
+
+    tracker = SweepTracker(uri, "paged", "params")
+    tracker.start_parent({}, None)
+    for k in range(7):
+        tracker.start_trial(f"t{k}", {})
+    tracker.end_trial("t6", "FINISHED", "completed", artifacts=False)
+    monkeypatch.setattr(tracking, "SEARCH_PAGE", 3)  # 7 runs = 3 pages
+    assert len(tracking.search_all(tracker.client, [tracker.experiment_id], page_size=2)) == 8  # 7 + the parent
+    assert sorted(r.data.tags["engine.trial_id"] for r in tracker.child_runs()) == [f"t{k}" for k in range(7)]
+    assert sorted(tracker.close_leftovers()) == [f"t{k}" for k in range(6)]
+    # a resumed driver finds the trial on the last page instead of creating a second run for it
+    again = SweepTracker(uri, "paged", "params")
+    assert again.start_trial("t6", {}) == tracker._children["t6"]
+    assert len(again.child_runs()) == 7
+
+
+def test_trial_artifacts_are_logged_when_it_ends(uri, tmp_path):
+    run_dir = tmp_path / "trial"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"model": "fcn"}\n')
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "val_loss": 0.5}\n')
+    tracker = SweepTracker(uri, "arts", "params")
+    tracker.start_parent({}, None)
+    run_id = tracker.start_trial("a", {}, checkpoint_path=str(run_dir / "checkpoint.pt"))  # no checkpoint written
+    tracker.end_trial("a", "FAILED", "failed", error="boom")
+    client = MlflowClient(uri)
+    assert sorted(f.path for f in client.list_artifacts(run_id)) == ["config.json", "metrics.jsonl"]
+    assert client.get_run(run_id).data.tags["engine.artifacts"] == "config.json,metrics.jsonl"
+    # a folder the driver cannot see (another node's disk) is a tag and a warning, not a crash
+    run_b = tracker.start_trial("b", {}, checkpoint_path=str(tmp_path / "elsewhere" / "checkpoint.pt"))
+    tracker.end_trial("b", "FINISHED", "completed")
+    assert client.get_run(run_b).data.tags["engine.artifacts"] == "missing"
+    assert client.get_run(run_b).info.status == "FINISHED"

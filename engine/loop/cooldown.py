@@ -1,0 +1,179 @@
+"""Annealed scores at FLOP rungs: the compute axis compares models only after a cooldown.
+
+A compute-axis trial (``config.rung_flops``: its FLOP budgets) trains with warmup–stable–decay whose
+main run holds the peak LR. When its main-run FLOPs reach a rung, a *cooldown branch* is taken:
+the state (weights, AdamW moments, schedule, grad scaler, EMA, every RNG, the FLOP accountant) is
+copied, the branch trains ``round(cooldown_fraction · steps so far)`` more steps with the LR ramped
+down to ``min_lr_factor · peak`` (linear or 1 − √t), the annealed model is scored, and the copy is
+put back, so the main run continues bit for bit as if no branch had run. A cooldown of 10–20 % of
+the steps matches a cosine schedule fitted to that length (Hägele et al. 2024, arXiv 2405.18392).
+At the last rung the cooldown is not discarded: it is the trial's own end.
+
+Every rung is one report: ``val_*`` / ``train_*`` of the annealed model (what ASHA's rung decision,
+the frontier and the IsoFLOP profiles read), the main run's ``val_loss_unannealed``, the branch's
+steps, FLOPs and final LR. Branch FLOPs count as spent (``flops_cum``). Between rungs the trial
+checkpoints at epoch ends without reporting, so every reported point is annealed.
+
+The trial object is duck-typed (``engine.loop.loop._Trial``); this module does not import the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import metrics as M
+from engine.config import TrialConfig
+from engine.data.graph import pack_batches
+from engine.errors import ConfigError
+from engine.loop import checkpoint as ckpt_io
+from engine.loop.loss import ErrorSums, error_metrics
+from engine.loop.schedule import cooldown_factor
+
+
+def cooldown_steps(steps_so_far: int, fraction: float) -> int:
+    """Steps of a branch taken after ``steps_so_far`` main-run steps (at least one)."""
+    return max(1, round(fraction * steps_so_far))
+
+
+def planned_flops(config: TrialConfig | dict) -> float | None:
+    """FLOPs a compute-axis trial spends run to its end: its budget plus one cooldown per rung
+    (each ≈ ``cooldown_fraction`` × the main-run FLOPs at that rung); None without rungs."""
+    cfg = config if isinstance(config, dict) else config.to_dict()
+    rungs = cfg.get("rung_flops") or []
+    if not rungs:
+        return None
+    fraction = float((cfg.get("optim") or {}).get("cooldown_fraction", 0.2))
+    budget = float(cfg.get("max_flops") or rungs[-1])
+    return budget + fraction * float(sum(rungs))
+
+
+@dataclass
+class _Snapshot:
+    """Everything a branch changes, copied (not referenced) so it can be put back exactly."""
+
+    model: dict
+    optimizer: dict
+    scheduler: dict
+    scaler: dict | None
+    ema: dict | None
+    rng: dict
+    numpy_legacy: tuple
+    flops: Any
+
+    @classmethod
+    def capture(cls, trial: Any) -> _Snapshot:
+        return cls(
+            model={k: v.detach().clone() for k, v in trial.model.state_dict().items()},
+            optimizer=copy.deepcopy(trial.optimizer.state_dict()),
+            scheduler=dict(trial.scheduler.state_dict()),
+            scaler=copy.deepcopy(trial.scaler.state_dict()) if trial.scaler is not None else None,
+            ema=trial.ema.state_dict() if trial.ema is not None else None,
+            rng=ckpt_io.rng_state(),
+            numpy_legacy=np.random.get_state(),
+            flops=trial.step_ctx.flops,
+        )
+
+    def restore(self, trial: Any) -> None:
+        trial.model.load_state_dict(self.model)
+        trial.optimizer.load_state_dict(self.optimizer)
+        trial.optimizer.zero_grad(set_to_none=True)
+        trial.scheduler.load_state_dict(self.scheduler)
+        if trial.scaler is not None and self.scaler is not None:
+            trial.scaler.load_state_dict(self.scaler)
+        if trial.ema is not None and self.ema is not None:
+            trial.ema.load_state_dict(self.ema)
+        ckpt_io.set_rng_state(self.rng)
+        np.random.set_state(self.numpy_legacy)
+        trial.step_ctx.flops = self.flops
+
+
+class RungCooldowns:
+    """The compute-axis hook of one trial: a cooldown branch, scored and reported, at every rung."""
+
+    def __init__(self, config: TrialConfig) -> None:
+        if config.optim.schedule != "wsd":
+            raise ConfigError(
+                "rung_flops (compute axis) needs optim.schedule: wsd, whose stable phase a cooldown can branch "
+                f"from; got {config.optim.schedule!r}"
+            )
+        self.config = config
+        self.budgets = [float(b) for b in config.rung_flops or []]
+        if not self.budgets or any(b <= 0 for b in self.budgets) or self.budgets != sorted(self.budgets):
+            raise ConfigError(f"rung_flops must be increasing positive FLOP budgets, got {config.rung_flops}")
+
+    @classmethod
+    def for_config(cls, config: TrialConfig) -> RungCooldowns | None:
+        return cls(config) if config.rung_flops else None
+
+    # -- hooks the loop calls ----------------------------------------------------------
+    def after_step(self, trial: Any, step_flops: int) -> None:
+        """Score every rung the last optimizer step crossed (main-run FLOPs, branch FLOPs excluded)."""
+        before = trial.flops_cum - step_flops
+        for k, budget in enumerate(self.budgets):
+            if before < budget <= trial.flops_cum:
+                self.score_rung(trial, k, final=k == len(self.budgets) - 1)
+
+    def end_of_epochs(self, trial: Any) -> None:
+        """Out of epochs before the last budget: end with a cooldown now, so the trial still ends annealed."""
+        if not trial.finished:
+            self.score_rung(trial, len(self.budgets) - 1, final=True)
+
+    # -- the branch --------------------------------------------------------------------
+    def score_rung(self, trial: Any, rung: int, final: bool) -> dict:
+        """Branch, cool down, score, report; put the main run back unless ``final``."""
+        live = trial._evaluate_val()
+        n_steps = cooldown_steps(trial.step, self.config.optim.cooldown_fraction)
+        snapshot = None if final else _Snapshot.capture(trial)
+        if snapshot is not None:
+            trial.step_ctx.flops = copy.deepcopy(snapshot.flops)  # the branch must not advance the main accountant
+        sums, flops, lr_end = self._train_cooldown(trial, n_steps)
+        trial.flops_cooldown += flops
+        metrics = error_metrics(ErrorSums.from_vector(sums), self.config.loss, *trial._scales(), split="train")
+        metrics.update(trial._evaluate_val())
+        metrics.update({
+            M.VAL_LOSS_UNANNEALED: live[M.VAL_LOSS],
+            M.RUNG: float(rung),
+            M.RUNG_FLOPS: float(self.budgets[rung]),
+            M.COOLDOWN_STEPS: float(n_steps),
+            M.COOLDOWN_FLOPS: float(flops),
+            M.LR_COOLDOWN_END: lr_end,
+        })
+        if final:
+            metrics = trial._finish(metrics)  # test metrics: the trial ends here
+        if snapshot is not None:
+            snapshot.restore(trial)
+        return trial._record(metrics, save=False)  # the next epoch end checkpoints
+
+    def _train_cooldown(self, trial: Any, n_steps: int) -> tuple[torch.Tensor, int, float]:
+        """``n_steps`` optimizer steps with the LR ramped from its current value down to the floor.
+
+        Batches come from a generator of their own, seeded by (seed, main-run step), so the main run's shuffle
+        is untouched and a branch depends only on where it was taken.
+        Returns the summed train error vector, the branch's FLOPs (all ranks) and its last LR.
+        """
+        optim = self.config.optim
+        start = trial.scheduler.factor
+        rng = np.random.default_rng([int(self.config.seed), int(trial.step)])
+        sizes = trial.train_set.sizes()
+        total: torch.Tensor | None = None
+        flops = 0
+        lr = trial.scheduler.lr
+        done = 0
+        while done < n_steps:
+            order = rng.permutation(len(trial.train_set))
+            for idx in pack_batches(sizes, self.config.batch_size, self.config.max_atoms_per_batch, order):
+                done += 1
+                lr = trial.scheduler.set_factor(cooldown_factor(done / n_steps, optim.min_lr_factor,
+                                                                optim.cooldown_shape, start))
+                step_sums, step_flops = trial.train_batch(idx)
+                total = step_sums if total is None else total + step_sums
+                flops += step_flops
+                if done >= n_steps:
+                    break
+        assert total is not None
+        return total, flops, lr
