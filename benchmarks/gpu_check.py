@@ -21,8 +21,9 @@ What it measures, in order (each part is skipped, and the table says so, once ``
 4. Agreement of the precisions: same weights, same batch, eval mode: largest error ÷ float32 RMS
    of forces and stress, energy per atom ÷ the fitted energy scale (tests/models/test_autocast.py
    states the CPU tolerances: fp16 2·10⁻², bf16 8·10⁻²).
-5. One engine sweep on the GPU: ``python -m engine.scale --axis compute`` (ASHA over FLOP rungs)
-   with ``--gpus-per-worker 1``, two sizes, in a temporary folder; exit code, trials, wall time.
+5. One engine sweep on the GPU: ``python -m engine.scale`` on a copy of ``search_spaces/compute.yaml``
+   (ASHA over FLOP rungs) with ``gpus_per_worker: 1`` and ``device: cuda``, two sizes, in a temporary
+   folder; exit code, trials, wall time.
 """
 
 from __future__ import annotations
@@ -291,27 +292,36 @@ def agreement_case(plan: Plan, label: str, family: str, preset, overrides, recor
 
 
 def sweep_check(plan: Plan, timeout_s: float) -> list:
-    """``python -m engine.scale --axis compute`` (ASHA) with ``--gpus-per-worker``, in a temporary folder."""
+    """``python -m engine.scale`` on a copy of ``search_spaces/compute.yaml`` (ASHA over FLOP rungs) whose
+    trials must run on ``plan.device`` (``device: cuda`` fails loudly where no GPU is visible)."""
+    import yaml
+
+    space = yaml.safe_load((ROOT / "search_spaces" / "compute.yaml").read_text())
+    space["sizes"] = plan.sweep_sizes.split(",")
+    space["seeds"] = [0]
+    space["fixed"].update(epochs=plan.sweep_epochs, device=plan.device.type)
+    space["resources"] = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": plan.sweep_gpus}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        Path(tmp, "space.yaml").write_text(yaml.safe_dump(space))
         env = dict(os.environ, ENGINE_SWEEPS=f"{tmp}/sweeps", ENGINE_CACHE=f"{tmp}/cache", ENGINE_REPORTS=f"{tmp}/r",
                    MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", RAY_TMPDIR=tmp, TMPDIR=tmp,
                    PYTHONPATH=str(ROOT))  # fmt: skip
-        cmd = [sys.executable, "-m", "engine.scale", "--axis", "compute", "--sizes", plan.sweep_sizes, "--seeds", "1",
-               "--epochs", str(plan.sweep_epochs), "--gpus-per-worker", f"{plan.sweep_gpus:g}",
-               "--name", "gpu-check", "--no-report"]  # fmt: skip
+        cmd = [sys.executable, "-m", "engine.scale", "--space", f"{tmp}/space.yaml", "--name", "gpu-check",
+               "--no-report"]  # fmt: skip
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout_s)
-            rc, tail = proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-1:]
+            rc = proc.returncode
+            lines = [x for x in (proc.stdout if rc == 0 else proc.stderr).splitlines() if x.strip()]
+            tail = lines[-1:] if lines else []
         except subprocess.TimeoutExpired:
             rc, tail = -1, [f"timed out after {timeout_s:.0f} s"]
         wall = time.perf_counter() - t0
-        configs = list(Path(tmp, "sweeps").rglob("config.json"))
-        devices = sorted({json.loads(p.read_text()).get("device", "?") for p in configs})
-        trials = len(list(Path(tmp, "sweeps").rglob("metrics.jsonl")))
-    what = f"engine.scale --axis compute --sizes {plan.sweep_sizes} --gpus-per-worker {plan.sweep_gpus:g} (ASHA)"
-    note = f"{what}; {trials} trial(s), device {', '.join(devices) or '?'}; {wall:.0f} s; " + " ".join(tail)[:160]
-    return [row("engine sweep on the device", "ok" if rc == 0 else f"exit {rc}", "", note.replace("|", "/"))]
+        trials = [json.loads(p.read_text().splitlines()[-1]) for p in Path(tmp, "sweeps").rglob("metrics.jsonl")]
+    what = (f"engine.scale on compute.yaml (ASHA) with sizes {plan.sweep_sizes}, {plan.sweep_epochs} epoch(s), "
+            f"device {plan.device.type}, gpus_per_worker {plan.sweep_gpus:g}")  # fmt: skip
+    note = f"{what}; {len(trials)} trial(s) reported; {wall:.0f} s; " + " ".join(tail)[:160]
+    return [row("engine sweep on the device", "ok" if rc == 0 and trials else f"exit {rc}", "", note.replace("|", "/"))]
 
 
 # -- the whole check ------------------------------------------------------------------------------

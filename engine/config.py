@@ -31,6 +31,9 @@ class DataConfig:
     format: str | None = None
     emt_size: int = 3000
     emt_seed: int = 0
+    # OMat24-shaped EMT subsets (engine.data.emt_subsets), e.g. [rattled-1000, aimd-3000, rattled-relax];
+    # empty = the default near-equilibrium alloy dataset
+    emt_subsets: list[str] = field(default_factory=list)
     train_size: int | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.05

@@ -57,8 +57,9 @@ def _read_from_mlflow(uri: str, tracking_uri: str | None) -> dict:
     from mlflow.exceptions import MlflowException
 
     from engine.paths import default_tracking_uri
+    from engine.tracking_server import with_postgres_driver
 
-    store = tracking_uri or default_tracking_uri()
+    store = with_postgres_driver(tracking_uri or default_tracking_uri())
     artifact = uri.rstrip("/")
     if uri.startswith("runs:/") and artifact.count("/") == 1:  # runs:/<run_id>: the trial's checkpoint
         artifact = f"{artifact}/{FILENAME}"

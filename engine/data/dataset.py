@@ -49,8 +49,8 @@ def load_records(cfg: DataConfig, progress: bool = True) -> tuple[list[Record], 
         from engine.paths import cache_dir
 
         folder = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()
-        records = load_emt_dataset(cfg.emt_size, cfg.emt_seed, folder, progress=progress)
-        source = f"EMT dataset {cache_file(folder, cfg.emt_seed, cfg.emt_size)}"
+        records = load_emt_dataset(cfg.emt_size, cfg.emt_seed, folder, progress=progress, subsets=cfg.emt_subsets)
+        source = f"EMT dataset {cache_file(folder, cfg.emt_seed, cfg.emt_size, cfg.emt_subsets)}"
     else:
         from engine.data.readers import read_records
 

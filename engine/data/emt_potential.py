@@ -113,6 +113,22 @@ class FastEMT(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
+    def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
+        """Exact comparison of what EMT depends on (ASE's generic check costs more than a small cell's EMT)."""
+        old = self.atoms
+        if old is None:
+            return ["positions", "numbers", "cell", "pbc"]
+        changes = []
+        if not np.array_equal(old.positions, atoms.positions):
+            changes.append("positions")
+        if not np.array_equal(old.numbers, atoms.numbers):
+            changes.append("numbers")
+        if not np.array_equal(old.cell.array, atoms.cell.array):
+            changes.append("cell")
+        if not np.array_equal(old.pbc, atoms.pbc):
+            changes.append("pbc")
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         a = self.atoms

@@ -120,11 +120,11 @@ class RungCooldowns:
 
     def end_of_epochs(self, trial: Any) -> None:
         """Out of epochs before the last budget: end with a cooldown now, so the trial still ends annealed."""
-        if not trial.finished:
-            self.score_rung(trial, len(self.budgets) - 1, final=True)
+        if not trial.finished:  # its rung budget is what the main run reached, below the last one
+            self.score_rung(trial, len(self.budgets) - 1, final=True, budget=float(trial.flops_cum))
 
     # -- the branch --------------------------------------------------------------------
-    def score_rung(self, trial: Any, rung: int, final: bool) -> dict:
+    def score_rung(self, trial: Any, rung: int, final: bool, budget: float | None = None) -> dict:
         """Branch, cool down, score, report; put the main run back unless ``final``."""
         live = trial._evaluate_val()
         n_steps = cooldown_steps(trial.step, self.config.optim.cooldown_fraction)
@@ -138,7 +138,7 @@ class RungCooldowns:
         metrics.update({
             M.VAL_LOSS_UNANNEALED: live[M.VAL_LOSS],
             M.RUNG: float(rung),
-            M.RUNG_FLOPS: float(self.budgets[rung]),
+            M.RUNG_FLOPS: float(self.budgets[rung] if budget is None else budget),
             M.COOLDOWN_STEPS: float(n_steps),
             M.COOLDOWN_FLOPS: float(flops),
             M.LR_COOLDOWN_END: lr_end,

@@ -25,6 +25,7 @@ scores and forms dQ, dK, dV and dP: 5 such products), so attention counts howeve
 
 from __future__ import annotations
 
+import math
 import warnings
 from fractions import Fraction
 from typing import Any
@@ -173,6 +174,8 @@ class FlopAccountant:
         self._rows: list[tuple[int, list[Fraction], Fraction]] = []
         self.count_all = False
         self.fallback_reason: str | None = None
+        self._int_rows: tuple[int, list[tuple[int, list[int], int]]] = (1, [])
+        self._last: tuple[tuple, Fraction | None] | None = None
         self.steps = 0
         self.counted = 0
 
@@ -191,11 +194,45 @@ class FlopAccountant:
         return r, y
 
     def _solve(self, features) -> Fraction | None:
-        """Exact FLOPs of a step with these features, or None when they are not in the counted span."""
+        """Exact FLOPs of a step with these features, or None when they are not in the counted span.
+
+        With the echelon rows scaled by the common denominator D to integers (R'ᵢ = D·Rᵢ, Y'ᵢ = D·yᵢ),
+        x is in the span iff D·x = Σ x[pᵢ] R'ᵢ, and then its FLOPs are Σ x[pᵢ] Y'ᵢ / D: Python integers
+        only, a few µs per step.
+        """
         if not self._rows:
             return None
-        r, y = self._reduce(self._exact(features))
-        return y if not any(r) else None
+        x = [int(v) for v in features]
+        if any(v != f for v, f in zip(x, features)):  # non-integer features: the slow exact path
+            r, y = self._reduce(self._exact(features))
+            return y if not any(r) else None
+        key = (len(self._rows), tuple(x))
+        if self._last is not None and self._last[0] == key:  # must_count and record ask for the same step
+            return self._last[1]
+        self._last = (key, self._solve_integer(x))
+        return self._last[1]
+
+    def _solve_integer(self, x: list[int]) -> Fraction | None:
+        D, rows = self._int_rows
+        combo = [0] * len(x)
+        y = 0
+        for pivot, row, row_y in rows:
+            a = x[pivot]
+            if a:
+                combo = [c + a * v for c, v in zip(combo, row)]
+                y += a * row_y
+        if any(D * v != c for v, c in zip(x, combo)):
+            return None
+        return Fraction(y, D)
+
+    def _scale_rows(self) -> None:
+        """Cache the echelon rows as integers over their common denominator (see :meth:`_solve`)."""
+        D = 1
+        for _, row, row_y in self._rows:
+            for v in (*row, row_y):
+                D = D * v.denominator // math.gcd(D, v.denominator)
+        rows = [(p, [int(v * D) for v in row], int(row_y * D)) for p, row, row_y in self._rows]
+        self._int_rows = (D, rows)
 
     def _add(self, residual: list[Fraction], y: Fraction) -> None:
         pivot = next(k for k, v in enumerate(residual) if v)
@@ -210,6 +247,7 @@ class FlopAccountant:
                 row_y = row_y - b * new_y
             rows.append((p, row, row_y))
         self._rows = [*rows, (pivot, new, new_y)]
+        self._scale_rows()
 
     def _fall_back(self, reason: str) -> None:
         if not self.count_all:
@@ -248,13 +286,13 @@ class FlopAccountant:
         flops = int(flops)
         if self.count_all:
             return flops
-        x = self._exact(features)
-        r, y = self._reduce(x) if self._rows else (x, Fraction(0))
-        if not any(r):
+        y = self._solve(features)
+        if y is not None:
             if y != flops:
                 self._fall_back(f"step {self.steps}: counted {flops:,} FLOPs, the linear law gave {float(y):,.0f}")
         elif len(self._rows) < self.max_probes:
-            self._add(r, flops - y)
+            residual, y_in_span = self._reduce(self._exact(features))
+            self._add(residual, flops - y_in_span)
         return flops
 
 

@@ -14,7 +14,8 @@ from engine import metrics as M
 SUMMARY_KEYS = (M.VAL_LOSS, "val_" + M.ENERGY_MAE, "val_" + M.FORCES_L2MAE, "val_" + M.STRESS_MAE)
 TABLE_KEYS = (
     M.EPOCH, M.STEP, M.N_PARAMS, M.TRAIN_SIZE, M.FLOPS_CUM, M.WALL_S, M.THROUGHPUT_STRUCT_S, M.THROUGHPUT_ATOMS_S,
-    *(M.split_key(s, t) for s in ("train", "val") for t in M.TARGETS),
+    M.EPOCHS_RUN, M.BEST_EPOCH, M.DIVERGED_EPOCH,
+    *(M.split_key(s, t) for s in ("train", "val", "test") for t in M.TARGETS),
 )  # fmt: skip
 
 

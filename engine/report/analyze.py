@@ -144,7 +144,9 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
         "baselines": data.baselines,
         "seed_paper": SEED_PAPER,
         "budget_rule": data.parent_params.get("budget_rule"),
-        "lr_from": data.parent_params.get("lr_from"),
+        # engine.scale --lr-from a per-size tuning: the space's per_size.<preset>.tuned_by params
+        "lr_from": ", ".join(sorted({v for k, v in data.parent_params.items()
+                                     if k.startswith("space.per_size.") and k.endswith(".tuned_by")})) or None,
         "trials": trial_table(frame, present),
         "diverged": diverged_list(frame),
         "annealed": annealed_summary(frame),

@@ -233,21 +233,52 @@ def _worker_bundle(res: Any) -> dict[str, float]:
     return bundle
 
 
-def cluster_node_types() -> tuple[list[dict], bool]:
-    """Resources of every kind of node the cluster has or can get: ``([{"name", "resources", "max"}], autoscaling)``.
+def _autoscaler_config_types(gcs_address: str) -> list[dict] | None:
+    """Node types of the autoscaler serving ``gcs_address``, read from the config file its monitor process
+    on this machine was started with (the driver runs on the head, as cluster.yaml has it); None if none."""
+    import yaml
 
-    The autoscaler's node types (from the cluster config it reports to Ray's GCS) when it runs, plus the
-    nodes alive now; ``max`` is how many such nodes there can be (None: unbounded).
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not any(a.endswith("monitor.py") for a in args) or f"--gcs-address={gcs_address}" not in args:
+            continue
+        config = next((a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")), None)
+        if config is None:
+            continue
+        try:
+            values = yaml.safe_load(Path(config).expanduser().read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        head = values.get("head_node_type")
+        return [
+            {"name": name, "resources": {k: float(v) for k, v in (t.get("resources") or {}).items()},
+             "max": int(t.get("max_workers", values.get("max_workers", 0))), "autoscaled": name != head}
+            for name, t in (values.get("available_node_types") or {}).items()
+        ]
+    return None
+
+
+def cluster_node_types() -> tuple[list[dict], bool | None]:
+    """Every kind of node the cluster has or can get: ``([{"name", "resources", "max"}], autoscaling)``.
+
+    The autoscaler's node types (from the cluster config it reports to Ray's GCS, else from its
+    config file on this machine) and the nodes alive now; ``max`` is how many such nodes there can
+    be (None: unbounded). ``autoscaling`` is None when an autoscaler runs whose types are unknown.
     """
     import ray
 
     types: list[dict] = []
-    autoscaling = False
+    autoscaling: bool | None = False
     try:
         from ray._private.state import state
 
-        config = state.get_cluster_config()  # None without an autoscaler
-    except Exception:  # a private API: its absence only means no node types to read
+        config = state.get_cluster_config()  # autoscaler v2 reports its node groups here
+    except Exception:  # a private API: its absence only means no node types to read from it
         config = None
     for group in getattr(config, "node_group_configs", None) or []:
         if group.max_count == 0:
@@ -258,6 +289,17 @@ def cluster_node_types() -> tuple[list[dict], bool]:
             "resources": {k: float(v) for k, v in group.resources.items()},
             "max": None if group.max_count == -1 else int(group.max_count),
         })
+    if not types:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        if _internal_kv_get("__autoscaling_status"):  # an autoscaler (v1) runs: find its node types
+            gcs = ray.get_runtime_context().gcs_address
+            found = _autoscaler_config_types(gcs)
+            if found is None:
+                autoscaling = None
+            else:
+                types += [t for t in found if t.pop("autoscaled") and t["max"] > 0]
+                autoscaling = bool(types)
     for node in ray.nodes():
         if node.get("Alive"):
             types.append({"name": f"node {node.get('NodeManagerAddress', '?')}", "resources": dict(node["Resources"]),
@@ -271,6 +313,8 @@ def check_cluster_fits(space: SearchSpace) -> None:
     res = space.resources
     bundle = _worker_bundle(res)
     types, autoscaling = cluster_node_types()
+    if autoscaling is None:
+        return  # an autoscaler whose node types this driver cannot read: trials queue until a node fits
 
     def holds(node: dict) -> int:  # how many of one trial's workers a node of this type holds
         return min(math.floor(node["resources"].get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0)
@@ -323,8 +367,10 @@ def compute_scheduler(space: SearchSpace) -> Any:
     """ASHA over the compute axis's FLOP rungs, or None (other axes, or ``early_stop: false``: the full grid).
 
     Its metric ``val_loss`` is the annealed one: a compute trial reports only at rungs, each after a
-    cooldown branch (engine.loop.cooldown), and its ``flops_cum`` (time attribute) counts the branches.
-    ASHA barely promotes at low concurrency (ray#32634; DESIGN.md Ray note 12): compare with the grid.
+    cooldown branch (engine.loop.cooldown). The time attribute is the rung's budget (``rung_flops``, the
+    main run's FLOPs at the branch), which equals ASHA's milestones exactly; ``flops_cum`` also counts the
+    branches and one step of a large model can pass two budgets, so it would file a report under the wrong
+    rung. ASHA barely promotes at low concurrency (ray#32634; DESIGN.md Ray note 12): compare with the grid.
     """
     if space.axis != "compute" or not space.flop_budgets or not space.early_stop:
         return None
@@ -333,7 +379,7 @@ def compute_scheduler(space: SearchSpace) -> Any:
 
     budgets = space.flop_budgets
     return RecordingASHA(
-        time_attr=M.FLOPS_CUM,
+        time_attr=M.RUNG_FLOPS,
         metric=M.VAL_LOSS,
         mode="min",
         grace_period=budgets[0],

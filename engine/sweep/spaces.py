@@ -67,6 +67,8 @@ class SearchSpace:
     flop_budgets: list | None = None  # compute: ASHA rungs in FLOPs (geometric), last = per-trial budget
     early_stop: bool = True  # compute: ASHA stops poor trials at rungs; False = the full grid (the reference)
     search: HpoSearch | None = None  # hpo only
+    # preset → {"lr", "batch_size", "tuned_by"}: each size's tuned values (engine.scale --lr-from a per-size tuning)
+    per_size: dict = field(default_factory=dict)
     source: str = ""  # file it came from (for messages and the MLflow artifact)
 
     # -- derived -------------------------------------------------------------------
@@ -83,6 +85,11 @@ class SearchSpace:
         values["preset"] = preset
         values["seed"] = int(seed)
         values.setdefault("data", {})["train_size"] = train_size
+        tuned = self.per_size.get(preset) or {}
+        if "lr" in tuned:
+            values.setdefault("optim", {})["lr"] = float(tuned["lr"])
+        if "batch_size" in tuned:
+            values["batch_size"] = int(tuned["batch_size"])
         if self.axis == "compute" and self.flop_budgets:
             values["max_flops"] = float(self.flop_budgets[-1])
             # compare annealed models only: WSD, a cooldown branch scored at every rung (engine.loop.cooldown)
@@ -252,6 +259,7 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
     elif values.get("search") is not None:
         raise ConfigError(f"{where}: 'search' only applies to axis hpo; remove it")
 
+    per_size = _check_per_size(values.get("per_size") or {}, sizes, where)
     return SearchSpace(
         axis=axis,
         model=model,
@@ -263,8 +271,29 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
         flop_budgets=budgets,
         early_stop=early_stop,
         search=search,
+        per_size=per_size,
         source=source,
     )
+
+
+def _check_per_size(per_size: dict, sizes: list, where: str) -> dict:
+    """Validate ``per_size``: keys among ``sizes``, values with a positive lr and/or batch size."""
+    if not isinstance(per_size, dict):
+        raise ConfigError(f"{where}: 'per_size' must map preset names to {{lr, batch_size}}")
+    out = {}
+    for preset, entry in per_size.items():
+        if preset not in sizes:
+            raise ConfigError(f"{where}: per_size names {preset!r}, which is not in sizes {sizes}; remove it")
+        bad = sorted(set(entry or {}) - {"lr", "batch_size", "tuned_by"}) if isinstance(entry, dict) else ["?"]
+        if bad:
+            raise ConfigError(f"{where}: per_size.{preset} takes lr, batch_size, tuned_by; got {', '.join(bad)}")
+        lr, bs = entry.get("lr"), entry.get("batch_size")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+            raise ConfigError(f"{where}: per_size.{preset}.lr must be a positive number, got {lr!r}")
+        if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
+            raise ConfigError(f"{where}: per_size.{preset}.batch_size must be a positive integer, got {bs!r}")
+        out[str(preset)] = dict(entry)
+    return out
 
 
 def default_space_path(axis: str) -> Path:
@@ -303,6 +332,7 @@ def with_overrides(
     amp: bool | str | None = None,
     seeds: int | None = None,
     train_sizes: list[int] | None = None,
+    per_size: dict | None = None,
 ) -> SearchSpace:
     """Apply command-line overrides and re-validate (so e.g. a new model's presets are checked)."""
     values = {
@@ -331,6 +361,9 @@ def with_overrides(
         values["early_stop"] = space.early_stop
     if space.search is not None:
         values["search"] = dataclasses.asdict(space.search)
+    kept = {p: e for p, e in space.per_size.items() if p in values["sizes"]}
+    if per_size is not None or kept:
+        values["per_size"] = per_size if per_size is not None else kept
     fixed = values["fixed"]
     if epochs is not None:
         fixed["epochs"] = epochs

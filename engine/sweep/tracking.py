@@ -134,7 +134,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         db = Path(uri[len("sqlite:///") :])
         if not db.parent.is_dir():
             raise TrackingError(f"folder of the MLflow database {db} does not exist; create it or fix --tracking-uri")
-    elif parsed.scheme not in ("file", "", "databricks", "postgresql", "mysql", "mssql"):
+    elif parsed.scheme.split("+")[0] not in ("file", "", "databricks", "postgresql", "postgres", "mysql", "mssql"):
         raise TrackingError(f"unsupported MLflow tracking URI {uri!r}; use sqlite:///mlflow.db or http://host:5000")
 
 
@@ -175,6 +175,9 @@ class SweepTracker:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        from engine.tracking_server import with_postgres_driver
+
+        tracking_uri = with_postgres_driver(tracking_uri)  # a database several drivers share, used directly
         check_reachable(tracking_uri)
         self.uri = tracking_uri
         self.sweep = sweep

@@ -39,7 +39,15 @@ def _bump_attempt(run_dir: Path) -> int:
         attempts = 0
     attempts += 1
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"attempts": attempts, "pid": os.getpid(), "time": time.time()}))
+    node_id = None
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    tmp.write_text(json.dumps({"attempts": attempts, "pid": os.getpid(), "node_id": node_id, "time": time.time()}))
     os.replace(tmp, path)
     return attempts
 
@@ -97,6 +105,7 @@ def _trial_config(spec: dict):
 
 def _train_worker(loop_config: dict) -> None:
     """Body of each Ray Train worker: join the process group Ray set up and run the loop on this rank."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -112,6 +121,8 @@ def _train_worker(loop_config: dict) -> None:
     storage = TrialStorage(spec["storage"])
     run_dir = prepare_run_dir(storage, spec["trial_id"], suffix=f"-rank{rank}")  # every rank reads the checkpoint
     dist = DistContext(rank=rank, world_size=ctx.get_world_size(), device=device)
+    where = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+    storage.write_text(f"trials/{spec['trial_id']}/workers/rank{rank}.json", json.dumps(where) + "\n")
     reporter = TrainReporter(loop_config["extra"], storage, spec["trial_id"])
     run_trial(cfg, run_dir, reporter=reporter, dist=dist)
 
@@ -122,6 +133,9 @@ def _run_ddp(spec: dict, extra: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     res = spec["resources"]
+    # how long the worker group waits for its placement group (Train propagates this to its controller):
+    # on an autoscaling cluster a queued trial waits for nodes to boot, not a fixed minute
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(float(spec.get("start_timeout_s", 60.0)))
     gpus = float(res.get("gpus_per_worker", 0.0))
     per_worker = {"CPU": float(res.get("cpus_per_worker", 1.0))}
     if gpus > 0:
@@ -161,7 +175,7 @@ def resolve_spec(config: dict) -> dict:
     spec["config"].setdefault("optim", {})["lr"] = lr
     spec["config"]["batch_size"] = batch_size
     spec["trial_id"] = f"{spec['trial_id']}-lr{lr:.3e}-b{batch_size}"
-    spec["run_dir"] = str(Path(spec["trials_dir"]) / spec["trial_id"])
+    spec["run_dir"] = spec["trials_dir"].rstrip("/") + "/" + spec["trial_id"]
     return spec
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.equiformer_v2.grid import SphereGrid
+from models.equiformer_v2.so3 import CoefficientLayout
 
 
 class SmoothLeakyReLU(nn.Module):
@@ -52,17 +53,21 @@ class SeparableS2Activation(nn.Module):
         if self.exact:
             rest = x[:, 1:] * torch.sigmoid(scalars).unsqueeze(1)
         else:
-            rest = self.grid.from_grid(F.silu(self.grid.to_grid(x)))[:, 1:]
-        return torch.cat([out0, rest], dim=1)
+            rest = self.grid.silu_rest(x)
+        return torch.cat([out0, rest.to(out0.dtype)], dim=1)
 
 
 class GateActivation(nn.Module):
-    """(gating scalars (n, lmax·C), features (n, R, C)) → (n, R, C), R the |m| ≤ mmax layout."""
+    """(gating scalars (n, lmax·C), features (n, R, C)) → (n, R, C), R the |m| ≤ mmax layout
+    (l-major, or the edge frame's m-major order with ``m_major``)."""
 
-    def __init__(self, lmax: int, mmax: int, num_channels: int) -> None:
+    def __init__(self, lmax: int, mmax: int, num_channels: int, m_major: bool = False) -> None:
         super().__init__()
         self.lmax, self.num_channels = lmax, num_channels
-        expand = [lval - 1 for lval in range(1, lmax + 1) for _ in range(min(2 * lval + 1, 2 * mmax + 1))]
+        if m_major:
+            expand = [lval - 1 for lval in CoefficientLayout(lmax, mmax).m_major_degree[1:]]
+        else:
+            expand = [lval - 1 for lval in range(1, lmax + 1) for _ in range(min(2 * lval + 1, 2 * mmax + 1))]
         self.register_buffer("expand_index", torch.tensor(expand, dtype=torch.long), persistent=False)
 
     def forward(self, scalars: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

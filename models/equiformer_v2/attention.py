@@ -71,7 +71,7 @@ class SO2EquivariantGraphAttention(nn.Module):
         self.alpha_dot = nn.Parameter(torch.empty(num_heads, attn_alpha_channels).uniform_(-bound, bound))
         self.alpha_dropout = nn.Dropout(alpha_drop) if alpha_drop > 0 else None
         if use_gate_act:
-            self.act = GateActivation(layout.lmax, layout.mmax, hidden_channels)
+            self.act = GateActivation(layout.lmax, layout.mmax, hidden_channels, m_major=True)
         else:
             self.act = SeparableS2Activation(grid, exact=exact_equivariant_gate)
         self.so2_conv_2 = SO2Convolution(hidden_channels, num_heads * attn_value_channels, layout)

@@ -31,7 +31,6 @@ class EdgeDegreeEmbedding(nn.Module):
         self.edge_embedding = EdgeElementEmbedding(max_num_elements, edge_channels_list[-1])
         rad_channels = [edge_channels_list[0] + 2 * edge_channels_list[-1], *edge_channels_list[1:]]
         self.rad_func = RadialFunction([*rad_channels, (layout.lmax + 1) * sphere_channels])
-        self.register_buffer("from_m", layout.from_m.clone(), persistent=False)
 
     def forward(
         self,
@@ -43,9 +42,7 @@ class EdgeDegreeEmbedding(nn.Module):
     ) -> torch.Tensor:
         x_edge = self.edge_embedding(dist_features, numbers, edge_index)
         m0 = self.rad_func(x_edge).view(-1, self.layout.lmax + 1, self.sphere_channels)
-        pad = m0.new_zeros(m0.shape[0], self.layout.num_reduced - m0.shape[1], self.sphere_channels)
-        msg = torch.cat([m0, pad], dim=1).index_select(1, self.from_m)  # m-major → reduced l-major layout
-        msg = frames.rotate_back(msg)
+        msg = frames.rotate_back_m0(m0)  # only the m = 0 columns are non-zero
         msg = msg.to(dist_features.dtype)  # sum in the geometry's dtype under autocast
         out = msg.new_zeros(num_nodes, msg.shape[1], msg.shape[2]).index_add_(0, edge_index[1], msg)
         return out / self.avg_degree

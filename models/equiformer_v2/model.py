@@ -132,7 +132,7 @@ class EquiformerV2(Potential):
             ffn_res = default_resolution(c.lmax, c.lmax)
         else:
             attn_res = ffn_res = (c.grid_resolution, c.grid_resolution)
-        attn_grid = SphereGrid(c.lmax, c.mmax, *attn_res)
+        attn_grid = SphereGrid(c.lmax, c.mmax, *attn_res, m_major=True)  # edge-frame features are m-major
         ffn_grid = SphereGrid(c.lmax, c.lmax, *ffn_res)
         edge_channels_list = [c.num_distance_basis, c.edge_channels, c.edge_channels]
         exact = c.exact_equivariant_gate

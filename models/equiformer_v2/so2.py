@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.equiformer_v2.radial import RadialFunction
@@ -20,7 +21,7 @@ from models.equiformer_v2.so3 import CoefficientLayout
 
 
 class SO2Convolution(nn.Module):
-    """(E, R, C_in) edge-frame features (|m| ≤ mmax layout) → (E, R, C_out) [, extra (E, n_extra)]."""
+    """(E, R, C_in) edge-frame features (|m| ≤ mmax, m-major order) → (E, R, C_out) [, extra (E, n_extra)]."""
 
     def __init__(
         self,
@@ -45,32 +46,33 @@ class SO2Convolution(nn.Module):
         self.rad_func = None
         if edge_channels_list is not None:
             self.rad_func = RadialFunction([*edge_channels_list, sum(self.rad_sizes)])
-        self.register_buffer("to_m", layout.to_m.clone(), persistent=False)
-        self.register_buffer("from_m", layout.from_m.clone(), persistent=False)
 
     def forward(self, x: torch.Tensor, x_edge: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` in the edge frame's m-major order (``CoefficientLayout.to_m``); the output too."""
         num_edges = x.shape[0]
-        x = x.index_select(1, self.to_m)
-        rad = self.rad_func(x_edge) if self.rad_func is not None else None
         sizes = self.layout.m_size
-        x0 = x[:, : sizes[0]].reshape(num_edges, -1)
-        if rad is not None:
-            x0 = x0 * rad[:, : self.rad_sizes[0]]
+        parts = x.split([sizes[0]] + [2 * s for s in sizes[1:]], dim=1)
+        rads = self.rad_func(x_edge).split(self.rad_sizes, dim=1) if self.rad_func is not None else None
+        x0 = parts[0].reshape(num_edges, -1)
+        if rads is not None:
+            x0 = x0 * rads[0]
         y0 = self.fc_m0(x0)
-        extra = y0[:, : self.extra] if self.extra else None
-        out = [y0[:, self.extra :].reshape(num_edges, sizes[0], self.out_channels)]
-        offset, offset_rad = sizes[0], self.rad_sizes[0]
+        if self.extra:
+            extra, y0 = y0.split([self.extra, y0.shape[1] - self.extra], dim=1)
+        else:
+            extra = None
+        out = [y0.reshape(num_edges, sizes[0], self.out_channels)]
         for m in range(1, self.layout.mmax + 1):
-            xm = x[:, offset : offset + 2 * sizes[m]].reshape(num_edges, 2, -1)
-            if rad is not None:
-                xm = xm * rad[:, offset_rad : offset_rad + self.rad_sizes[m]].unsqueeze(1)
-            ym = self.fc_m[m - 1](xm)
-            half = ym.shape[-1] // 2
-            yr, yi = ym[..., :half], ym[..., half:]
-            y_plus = yr[:, 0] - yi[:, 1]
-            y_minus = yr[:, 1] + yi[:, 0]
-            out.append(torch.stack([y_plus, y_minus], dim=1).reshape(num_edges, 2 * sizes[m], self.out_channels))
-            offset += 2 * sizes[m]
-            offset_rad += self.rad_sizes[m]
-        y = torch.cat(out, dim=1).index_select(1, self.from_m)
-        return y, extra
+            xm = parts[m]  # (E, 2·size, C_in): the +m block, then the −m block
+            if rads is not None:
+                xm = (xm.reshape(num_edges, 2, -1) * rads[m].unsqueeze(1)).reshape(num_edges, -1)
+            else:
+                xm = xm.reshape(num_edges, -1)
+            out.append(F.linear(xm, self._complex_weight(self.fc_m[m - 1].weight)).view(num_edges, -1, self.out_channels))
+        return torch.cat(out, dim=1), extra
+
+    @staticmethod
+    def _complex_weight(weight: torch.Tensor) -> torch.Tensor:
+        """[W_r; W_i] (2K_out, K_in) → [[W_r, −W_i], [W_i, W_r]] (2K_out, 2K_in): [x₊, x₋] ↦ [y₊, y₋] in one GEMM."""
+        w_r, w_i = weight.chunk(2, dim=0)
+        return torch.cat([torch.cat([w_r, -w_i], dim=1), torch.cat([w_i, w_r], dim=1)], dim=0)

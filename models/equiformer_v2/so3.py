@@ -180,6 +180,12 @@ class CoefficientLayout:
             dtype=torch.float64,
             device="cpu",
         )
+        # Edge-frame features are kept in m-major order end to end (rotation → SO(2) convs → rotation back),
+        # so no per-layer permutation is needed: full-layout index, degree and rescale of each m-major slot.
+        self.m_major = order
+        self.m_major_full_index = self.full_index.index_select(0, self.to_m)
+        self.m_major_degree = [lval for lval, _ in order]
+        self.m_major_rescale = self.rotate_inv_rescale.index_select(0, self.to_m)
 
     @property
     def num_reduced(self) -> int:
@@ -188,27 +194,35 @@ class CoefficientLayout:
 
 @dataclass
 class EdgeFrames:
-    """Per-edge Wigner-D restricted to the reduced layout: ``to_edge`` (E, R, F) and ``from_edge`` (E, F, R)."""
+    """Per-edge Wigner-D restricted to the |m| ≤ mmax coefficients, rows in m-major order.
+
+    ``to_edge`` (E, R, F) and ``from_edge`` (E, F, R); ``lmax1`` = lmax + 1, the number of m = 0 slots,
+    which lead the m-major order (so ``from_edge[:, :, :lmax1]`` rotates m = 0 features back).
+    """
 
     to_edge: torch.Tensor
     from_edge: torch.Tensor
+    lmax1: int
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """Full-layout edge features (E, F, C) → edge frame, reduced layout (E, R, C)."""
+        """Full-layout edge features (E, F, C) → edge frame, m-major reduced layout (E, R, C)."""
         return torch.bmm(self.to_edge, x)
 
     def rotate_back(self, x: torch.Tensor) -> torch.Tensor:
-        """Edge-frame reduced features (E, R, C) → global frame, full layout (E, F, C)."""
+        """Edge-frame m-major features (E, R, C) → global frame, full layout (E, F, C)."""
         return torch.bmm(self.from_edge, x)
+
+    def rotate_back_m0(self, x: torch.Tensor) -> torch.Tensor:
+        """Edge-frame m = 0 features (E, lmax+1, C), all other orders zero → global frame (E, F, C)."""
+        return torch.bmm(self.from_edge[:, :, : self.lmax1], x)
 
 
 def edge_frames(layout: CoefficientLayout, rot: torch.Tensor) -> EdgeFrames:
     d = wigner_d(layout.lmax, rot)
-    idx = layout.full_index.to(rot.device)
-    to_edge = d.index_select(1, idx)
-    rescale = layout.rotate_inv_rescale.to(device=rot.device, dtype=rot.dtype)
+    to_edge = d.index_select(1, layout.m_major_full_index.to(rot.device))
+    rescale = layout.m_major_rescale.to(device=rot.device, dtype=rot.dtype)
     from_edge = to_edge.transpose(1, 2) * rescale.view(1, 1, -1)
-    return EdgeFrames(to_edge=to_edge.contiguous(), from_edge=from_edge.contiguous())
+    return EdgeFrames(to_edge=to_edge.contiguous(), from_edge=from_edge.contiguous(), lmax1=layout.lmax + 1)
 
 
 class SO3Linear(nn.Module):

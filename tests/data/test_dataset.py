@@ -68,9 +68,11 @@ def test_zero_volume_cell_named(tmp_path):
 
 
 def test_skip_bad_records_keeps_the_rest(tmp_path):
-    frames = {f"ok{k}": _frame(xyz=[[0, 0, 0], [1.8 + 0.01 * k, 1.8, 0]]) for k in range(30)}
-    frames["flat"] = _frame(matrix=[[3.6, 0, 0], [0, 3.6, 0], [0, 0, 0]])
-    path = _write(tmp_path, frames)
+    # one mp_id per good frame: frames of one mp_id are one split group (engine.data.splits)
+    data = {f"mp-ok{k}": {"f": _frame(xyz=[[0, 0, 0], [1.8 + 0.01 * k, 1.8, 0]])} for k in range(30)}
+    data["mp-9"] = {"flat": _frame(matrix=[[3.6, 0, 0], [0, 3.6, 0], [0, 0, 0]])}
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps(data))
     splits = load_splits(DataConfig(path=path, skip_bad_records=True, val_fraction=0.1, test_fraction=0.1))
     assert [uid for uid, _ in splits.skipped] == ["set.json:mp-9:flat"]
     assert len(splits.train) + len(splits.val) + len(splits.test) == 30

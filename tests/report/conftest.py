@@ -127,3 +127,9 @@ def log_hpo_sweep(uri: str, artifact_root: str, sweep: str, sizes, lrs, batch_si
                 client.set_terminated(run.info.run_id, "FINISHED")
     client.set_terminated(pid, "FINISHED")
     return pid
+
+
+@pytest.fixture
+def sweep_logger():
+    """:func:`log_sweep`, for tests that need a store of their own."""
+    return log_sweep

@@ -119,3 +119,89 @@ def test_grid_sweep_reports_joint_law_and_allocation(mlflow_store, tmp_path):
     assert "| 3: joint law b/(a+b), a/(a+b) | " + fmt(al["approach3"]["x_n_opt"]) in md
     assert s["axis_fits"]["val_loss"] == {}  # compute axis: no per-axis fit, frontier instead
     assert (out / "grid-tiny_val_loss_frontier.png").is_file()
+
+
+def test_protocol_diverged_baselines_and_test_metrics(mlflow_store, tmp_path):
+    uri, _ = mlflow_store
+    out = build_report(["params-tiny"], uri, tmp_path / "proto", n_boot=20, log_to_mlflow=False)
+    fits = json.loads((out / "fits.json").read_text())
+    s = fits["sweeps"][0]
+    md = (out / "report.md").read_text()
+    # the diverged trial: excluded from every fit, listed with its epoch
+    assert [(d["trial_id"], d["diverged_epoch"]) for d in s["diverged"]] == [("t010", 3.0)]
+    assert "Diverged runs, excluded from every fit (1): t010 (p500000, N = 5e+05, D = 800, seed 1, lr 0.001) at " \
+           "epoch 3." in md
+    for metric, by_var in s["axis_fits"].items():
+        assert by_var["n_params"]["fits"]["power"]["n_runs"] == 8, metric  # 10 − stopped − diverged
+        assert s["frontier"][metric]["n_runs"] == 9, metric  # the diverged run's curve is not on the frontier
+    # the budget rule with each trial's epochs, the LR each trial used
+    assert "Budget rule: epochs=6. Epochs each trial ran (passes over its training subset): 3, 6" in md
+    assert "Peak learning rate per size: p2000: 0.001;" in md
+    # test metrics in a column of the trials table, next to the validation value
+    header = "| trial | size | N | D | seed | peak LR | batch | epochs run | status | val_loss (val / test) |"
+    assert md.count(header) == 1
+    t2 = next(t for t in s["trials"] if t["trial_id"] == "t002")
+    assert t2["test"]["val_loss"] == pytest.approx(1.05 * t2["final"]["val_loss"])
+    assert f"| t002 | p2000 | 2000 | 800 | 1 | 0.001 | 16 | 6 | completed | {fmt(t2['final']['val_loss'])} / " \
+           f"{fmt(t2['test']['val_loss'])} |" in md
+    # baselines (parent-run baseline_<name>_<metric>) are reference lines in every plot of that metric
+    legends = fits["legends"]
+    for key in ("params-tiny_val_loss_vs_n_params.png", "params-tiny_val_loss_frontier.png"):
+        assert {"baseline: predict mean", "baseline: predict zero"} <= set(legends[key]), key
+    assert "baseline: predict zero" in legends["params-tiny_val_forces_mae_mev_per_a_vs_n_params.png"]
+    energy = legends["params-tiny_val_energy_mae_mev_per_atom_vs_n_params.png"]
+    assert not any(lab.startswith("baseline") for lab in energy)
+
+
+def test_unidentified_exponent_is_named_in_report_and_legend(tmp_path, sweep_logger):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    sweep_logger(uri, str(tmp_path / "art"), "flat", "params", sizes=[2e3, 8e3, 3e4, 1.2e5], data_sizes=[800],
+              exponent=0.0)  # the loss does not depend on N: no exponent to find
+    out = build_report(["flat"], uri, tmp_path / "rep", metrics=["val_loss"], n_boot=100, log_to_mlflow=False)
+    fits = json.loads((out / "fits.json").read_text())
+    axis = fits["sweeps"][0]["axis_fits"]["val_loss"]["n_params"]
+    chosen = axis["fits"][axis["chosen"]]
+    assert "beta" in chosen["not_identified"] and axis["trusted"] is False
+    md = (out / "report.md").read_text()
+    assert f"beta: not identified by these runs (estimate {fmt(chosen['params']['beta'])};" in md
+    assert "Do not read this fit as a law: " in md
+    label = next(lab for lab in fits["legends"]["flat_val_loss_vs_n_params.png"] if lab.startswith("L = "))
+    assert label.endswith("β not identified by these runs")
+
+
+def test_tuning_report_tables_trials_warns_at_edges_and_draws_no_frontier(mlflow_store, tmp_path):
+    uri, _ = mlflow_store
+    out = build_report(["hpo-tiny"], uri, tmp_path / "hpo", n_boot=10, log_to_mlflow=False)
+    fits = json.loads((out / "fits.json").read_text())
+    s = fits["sweeps"][0]
+    h = s["hpo"]
+    assert len(h["trials"]) == 20 and h["range"] == {"lr_min": 3e-4, "lr_max": 3e-2, "batch_sizes": [8, 16]}
+    assert h["best"]["p0"]["peak_lr"] == pytest.approx(3e-3) and h["best"]["p1"]["peak_lr"] == pytest.approx(3e-2)
+    assert not any("learning rate" in w for w in h["best"]["p0"]["warnings"])
+    assert any("upper edge" in w for w in h["best"]["p1"]["warnings"])
+    md = (out / "report.md").read_text()
+    assert "lies at the upper edge of the searched range [0.0003, 0.03]" in md
+    assert "| trial | size | peak LR | batch size | epochs | val_loss | status |" in md
+    assert s["frontier"] == {} and s["axis_fits"] == {} and "frontier" not in " ".join(fits["figures"])
+    assert list(fits["figures"]) == ["hpo-tiny|hpo:loss_vs_lr"]
+    assert {"p0: best", "p1: best", "searched LR range"} <= set(fits["legends"]["hpo-tiny_loss_vs_lr.png"])
+
+
+def test_comparison_one_figure_per_target_with_plateau_and_seed_exponents(mlflow_store, tmp_path):
+    uri, _ = mlflow_store
+    out = build_report(["params-tiny", "params-other"], uri, tmp_path / "cmp", n_boot=10, log_to_mlflow=False)
+    fits = json.loads((out / "fits.json").read_text())
+    for metric in ("val_loss", "val_energy_mae_mev_per_atom", "val_forces_mae_mev_per_a"):
+        assert fits["figures"][f"compare:{metric}"] == f"compare_{metric}.png"
+    labels = fits["legends"]["compare_val_forces_mae_mev_per_a.png"]
+    # both families in the one force figure, with the baseline as a reference line
+    assert any(lab.startswith("params-tiny (equiformer_v2): L") for lab in labels)
+    assert any(lab.startswith("params-other (transformer): L") for lab in labels)
+    assert any(lab.startswith("baseline: predict zero") for lab in labels)
+    slopes = fits["comparison"]["last_decade_slope"]["val_forces_mae_mev_per_a"]["n_params"]
+    # the transformer's force error with a 3 eV/Å floor flattens more than EquiformerV2's
+    assert abs(slopes["params-other"]) < abs(slopes["params-tiny"])
+    md = (out / "report.md").read_text()
+    assert "| val_loss vs n_params | " in md and md.split("| val_loss vs n_params | ")[1].split("\n")[0].endswith(
+        "| 0.383 |")
+    assert "0.383 vs n_params, 0.242 vs train_size, 0.339 vs flops_cum" in md

@@ -11,6 +11,7 @@ processes whose command line names that folder (never ``ray stop``, never a proc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -62,10 +63,8 @@ def kill_under(base: Path, grace_s: float = 10.0) -> list[int]:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = processes_under(base)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace_s
         while processes_under(base) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -92,10 +91,8 @@ class LocalCluster:
     def stop(self) -> list[int]:
         """Stop everything this cluster started; returns PIDs left behind (an empty list)."""
         if self.cluster is not None:
-            try:
+            with contextlib.suppress(Exception):  # whatever is left, kill_under finishes the job
                 self.cluster.shutdown()
-            except Exception:  # a node already removed by the test: kill_under finishes the job
-                pass
         if self.head_proc is not None and self.head_proc.poll() is None:
             self.head_proc.send_signal(signal.SIGTERM)
         left = kill_under(self.base)

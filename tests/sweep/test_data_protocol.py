@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from engine import metrics as M
 from engine.sweep.runner import SweepOptions, run_sweep
 from engine.sweep.spaces import space_from_dict
+
 pytestmark = pytest.mark.slow
 
 TINY_FIXED = {"epochs": 2, "batch_size": 8, "optim": {"lr": 3e-3}, "data": {"emt_size": 60, "max_val": 8}}
@@ -52,7 +53,7 @@ def test_data_sweep_shares_one_normalization_and_logs_budget_and_baselines(ray_s
         assert ck["trial_config"]["data"]["normalization_file"] == str((sweep_dir / "normalization.json").resolve())
     assert norms[0] == norms[1] == shared  # the 10- and the 30-structure trial train in one unit system
 
-    client, parent, children = _runs(engine_env["uri"], "tiny-data")
+    _, parent, children = _runs(engine_env["uri"], "tiny-data")
     assert parent.data.params["budget_rule"] == "steps=4"
     metrics = parent.data.metrics
     for name in ("predict_zero", "linear_reference", "nearest_neighbour"):
@@ -83,7 +84,7 @@ def test_a_diverging_trial_is_tagged_and_the_sweep_completes(ray_session, engine
     result = run_sweep(space, SweepOptions(name="tiny-diverge", progress_interval_s=5.0))
     assert not result.interrupted
     assert [t["status"] for t in result.trials.values()] == [M.STATUS_DIVERGED]
-    client, parent, children = _runs(engine_env["uri"], "tiny-diverge")
+    _, parent, children = _runs(engine_env["uri"], "tiny-diverge")
     (run,) = children.values()
     assert run.info.status == "FINISHED" and run.data.tags["engine.status"] == M.STATUS_DIVERGED
     assert run.data.metrics[M.DIVERGED_EPOCH] == 1
