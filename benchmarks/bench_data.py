@@ -1,4 +1,4 @@
-"""Data-path benchmarks: EMT generation, .aselmdb I/O, neighbor lists + collation, graph cache.
+"""Data-path benchmarks: EMT generation (default, OMat24-shaped subsets), .aselmdb I/O, neighbor lists, graph cache.
 
 Run: ``.venv/bin/python benchmarks/bench_data.py`` (single process, one torch thread).
 ``run()`` returns rows {name, value, unit, notes} for the BENCHMARKS.md runner.
@@ -19,10 +19,13 @@ import numpy as np
 import torch
 
 from engine.data.emt import generate_records, read_emt_cache
+from engine.data.emt_subsets import generate_subset_records, generate_unit
 from engine.data.graph import GraphSpec, collate, neighbor_graph, pack_batches
 from engine.data.store import cached_graph_dataset, write_aselmdb
 
 N_GENERATE = 300  # structures labelled for the generation rate
+N_SUBSETS = 300  # frames of the OMat24-shaped mixture (target ≥ 50/core-s, issue 10)
+SUBSETS = ["rattled-1000", "aimd-3000", "rattled-relax"]
 GRAPH_SPECS = (GraphSpec(cutoff=5.0, max_neighbors=32), GraphSpec(cutoff=6.0, max_neighbors=20))
 UNIT = "structures/core-s"
 
@@ -44,14 +47,32 @@ def _row(name: str, n: int, wall: float, cpu: float, notes: str) -> dict:
     }
 
 
-def run(n_generate: int = N_GENERATE) -> list[dict]:
-    """Measure the data path on ``n_generate`` fresh EMT structures (seed 12345) in a temp folder."""
+def run(n_generate: int = N_GENERATE, n_subsets: int = N_SUBSETS) -> list[dict]:
+    """Measure the data path on ``n_generate`` fresh EMT structures (seed 12345) in a temp folder.
+
+    ``n_subsets`` frames of the OMat24-shaped mixture (rattled-1000, aimd-3000, rattled-relax) give
+    the subset generation rate.
+    """
     torch.set_num_threads(1)
     rows: list[dict] = []
     records, wall, cpu = _timed(lambda: generate_records(seed=12345, size=n_generate, progress=False))
     mean_atoms = float(np.mean([r.n_atoms for r in records]))
     rows.append(
         _row("emt_generation", len(records), wall, cpu, f"EMT E/F/stress + filters, mean {mean_atoms:.1f} atoms")
+    )
+    generate_unit(12345, SUBSETS, 0)  # imports (ASE optimizers, scipy) outside the timing
+    mixed, wall, cpu = _timed(lambda: generate_subset_records(12345, SUBSETS, n_subsets, progress=False))
+    share = {name: sum(r.info["subset"] == name for r in mixed) for name in SUBSETS}
+    rows.append(
+        _row(
+            "emt_subsets_generation",
+            len(mixed),
+            wall,
+            cpu,
+            f"{'+'.join(SUBSETS)} ({', '.join(f'{v} {k}' for k, v in share.items())} frames), "
+            f"mean {np.mean([r.n_atoms for r in mixed]):.1f} atoms, {len({r.group for r in mixed})} groups; "
+            "target ≥ 50",
+        )
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.aselmdb"

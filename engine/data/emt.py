@@ -29,20 +29,25 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.emt_cells import (  # noqa: F401 - part of this module's interface
+    ELEMENTS,
+    FCC_LATTICE_A,
+    LATTICES,
+    MAX_ABS_PRESSURE_GPA,
+    MAX_ATOMS,
+    MIN_ATOMS,
+    MIN_PAIR_DISTANCE_A,
+    SUPERCELLS,
+    lattice_cell,
+    too_close,
+)
 from engine.data.records import GPA_IN_EV_PER_A3, Record
 from engine.data.store import row_to_record, write_aselmdb
 from engine.errors import DataError
 
 EMT_VERSION = 1
-ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
-# fcc lattice constants (Å), experimental room-temperature values (Kittel); EMT's minima lie 0–1.4 % below.
-FCC_LATTICE_A = {"Al": 4.05, "Cu": 3.61, "Ag": 4.09, "Au": 4.08, "Ni": 3.52, "Pd": 3.89, "Pt": 3.92}
-LATTICES = ("fcc", "bcc", "hcp")
-MIN_ATOMS, MAX_ATOMS = 4, 64
 MAX_STRAIN = 0.05  # per symmetric-strain component
 RATTLE_RANGE_A = (0.02, 0.10)  # std of the Gaussian displacement, Å
-MAX_ABS_PRESSURE_GPA = 20.0
-MIN_PAIR_DISTANCE_A = 1.8
 _MAX_ATTEMPTS = 10_000
 
 
@@ -64,51 +69,18 @@ def emt_uid(seed: int, index: int) -> str:
     return f"emt-seed{seed}-{index:07d}"
 
 
-def _supercell_choices() -> dict[tuple[str, bool], list[tuple[int, int, int]]]:
-    """Repeat triples giving 4–64 atoms for each (lattice, conventional?) cell, aspect ratio ≤ 3."""
-    basis = {("fcc", False): 1, ("fcc", True): 4, ("bcc", False): 1, ("bcc", True): 2, ("hcp", False): 2}
-    out = {}
-    for key, n_basis in basis.items():
-        triples = []
-        for r1 in range(1, 9):
-            for r2 in range(1, 9):
-                for r3 in range(1, 9):
-                    n = n_basis * r1 * r2 * r3
-                    if MIN_ATOMS <= n <= MAX_ATOMS and max(r1, r2, r3) <= 3 * min(r1, r2, r3):
-                        triples.append((r1, r2, r3))
-        out[key] = triples
-    return out
-
-
-_SUPERCELLS = _supercell_choices()
-
-
-def _lattice(kind: str, conventional: bool, a_fcc: float):
-    """Unit cell with the same atomic volume as fcc of lattice constant ``a_fcc`` (Å)."""
-    from ase.build import bulk
-
-    if kind == "fcc":
-        return bulk("Cu", "fcc", a=a_fcc, cubic=conventional)
-    if kind == "bcc":
-        # equal volume per atom: a_fcc³/4 = a_bcc³/2
-        return bulk("Cu", "bcc", a=a_fcc / 2 ** (1 / 3), cubic=conventional)
-    # ideal hcp: a = a_fcc/√2 (same nearest-neighbour distance), c/a = √(8/3)
-    a = a_fcc / np.sqrt(2.0)
-    return bulk("Cu", "hcp", a=a, c=a * np.sqrt(8.0 / 3.0))
-
-
 def _candidate(rng: np.random.Generator):
     """One random, unlabelled alloy cell."""
     kind = LATTICES[rng.integers(len(LATTICES))]
     conventional = kind != "hcp" and bool(rng.integers(2))
-    repeats = _SUPERCELLS[(kind, conventional)]
+    repeats = SUPERCELLS[(kind, conventional)]
     r = repeats[rng.integers(len(repeats))]
     n_species = int(rng.integers(1, 5))
     species = rng.choice(len(ELEMENTS), size=n_species, replace=False)
     fractions = rng.dirichlet(np.ones(n_species))
     # Vegard's law: the lattice constant interpolates linearly in composition
     a_fcc = float(sum(f * FCC_LATTICE_A[ELEMENTS[s]] for f, s in zip(fractions, species, strict=True)))
-    atoms = _lattice(kind, conventional, a_fcc).repeat(r)
+    atoms = lattice_cell(kind, conventional, a_fcc).repeat(r)
     symbols = [ELEMENTS[s] for s in rng.choice(species, size=len(atoms), p=fractions)]
     atoms.set_chemical_symbols(symbols)
     strain = rng.uniform(-MAX_STRAIN, MAX_STRAIN, size=(3, 3))
@@ -159,21 +131,13 @@ def _emt_calculator():
     return VesinEMT()
 
 
-def _too_close(atoms) -> bool:
-    from vesin import NeighborList
-
-    nl = NeighborList(cutoff=MIN_PAIR_DISTANCE_A, full_list=False)
-    (d,) = nl.compute(points=atoms.positions, box=atoms.cell.array, periodic=True, quantities="d")
-    return bool(np.size(d))
-
-
 def generate_structure(seed: int, index: int) -> tuple[Record, int]:
     """Structure ``index`` of stream ``seed`` and the number of draws it took (rejections + 1)."""
     rng = np.random.default_rng([seed, index])
     calc = _emt_calculator()
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         atoms = _candidate(rng)
-        if _too_close(atoms):
+        if too_close(atoms):
             continue
         atoms.calc = calc
         energy = atoms.get_potential_energy()

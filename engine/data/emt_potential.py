@@ -11,6 +11,7 @@ float rounding (tests/data/test_emt.py checks 1e-8 eV).
 from __future__ import annotations
 
 from math import log, sqrt
+from typing import ClassVar
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -111,7 +112,7 @@ def emt_energy_forces_stress(
 class FastEMT(Calculator):
     """ASE calculator with :func:`emt_energy_forces_stress` behind it (3D-periodic cells only)."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
 
     def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
         """Exact comparison of what EMT depends on (ASE's generic check costs more than a small cell's EMT)."""

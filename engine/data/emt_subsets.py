@@ -30,6 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.data.emt_cells import (
+    ELEMENTS,
+    FCC_LATTICE_A,
+    LATTICES,
+    MAX_ABS_PRESSURE_GPA,
+    SUPERCELLS,
+    lattice_cell,
+    too_close,
+)
 from engine.data.records import GPA_IN_EV_PER_A3, Record
 from engine.errors import DataError
 
@@ -116,7 +125,6 @@ def _base_cell(rng: np.random.Generator):
 
     Returns (atoms, info) with info naming the prototype and the defects.
     """
-    from engine.data.emt import _SUPERCELLS, ELEMENTS, FCC_LATTICE_A, LATTICES, _lattice
 
     if rng.random() < ORDERED_PROB:
         proto = ("L12", "L10", "B2")[rng.integers(3)]
@@ -126,19 +134,19 @@ def _base_cell(rng: np.random.Generator):
         motif = {"L12": [b_el, a_el, a_el, a_el], "L10": [a_el, b_el, b_el, a_el], "B2": [a_el, b_el]}[proto]
         x_b = motif.count(b_el) / len(motif)
         a_fcc = (1 - x_b) * FCC_LATTICE_A[a_el] + x_b * FCC_LATTICE_A[b_el]  # Vegard's law
-        unit = _lattice(kind, True, a_fcc)
+        unit = lattice_cell(kind, True, a_fcc)
         unit.set_chemical_symbols(motif)
-        repeats = _SUPERCELLS[(kind, True)]
+        repeats = SUPERCELLS[(kind, True)]
         atoms = unit.repeat(repeats[rng.integers(len(repeats))])
     else:
         kind = LATTICES[rng.integers(len(LATTICES))]
         conventional = kind != "hcp" and bool(rng.integers(2))
-        repeats = _SUPERCELLS[(kind, conventional)]
+        repeats = SUPERCELLS[(kind, conventional)]
         n_species = int(rng.integers(1, 5))
         species = rng.choice(len(ELEMENTS), size=n_species, replace=False)
         fractions = rng.dirichlet(np.ones(n_species))
         a_fcc = float(sum(f * FCC_LATTICE_A[ELEMENTS[s]] for f, s in zip(fractions, species, strict=True)))
-        atoms = _lattice(kind, conventional, a_fcc).repeat(repeats[rng.integers(len(repeats))])
+        atoms = lattice_cell(kind, conventional, a_fcc).repeat(repeats[rng.integers(len(repeats))])
         atoms.set_chemical_symbols([ELEMENTS[s] for s in rng.choice(species, size=len(atoms), p=fractions)])
         proto = f"{kind}-solid-solution"
     defects = []
@@ -167,10 +175,8 @@ def _strain(atoms, rng: np.random.Generator, max_strain: float) -> None:
 
 def _accepted(atoms, energy: float, stress: np.ndarray) -> bool:
     """Today's filters: finite labels, |pressure| ≤ 20 GPa, no pair closer than 1.8 Å."""
-    from engine.data.emt import MAX_ABS_PRESSURE_GPA, _too_close
-
     pressure_gpa = -np.trace(stress) / 3.0 / GPA_IN_EV_PER_A3
-    return bool(np.isfinite(energy) and abs(pressure_gpa) <= MAX_ABS_PRESSURE_GPA and not _too_close(atoms))
+    return bool(np.isfinite(energy) and abs(pressure_gpa) <= MAX_ABS_PRESSURE_GPA and not too_close(atoms))
 
 
 def _snapshot(atoms) -> tuple:
@@ -250,7 +256,6 @@ _KINDS = {"rattled": _rattled, "aimd": _aimd, "relax": _relax}
 
 def generate_unit(seed: int, names: Sequence[str], unit: int) -> list[Record]:
     """The frames of unit ``unit`` of the subset stream (seed, names), filters applied."""
-    from engine.data.emt import _too_close
     from engine.data.emt_potential import FastEMT
 
     subsets = parse_subsets(names)
@@ -269,7 +274,7 @@ def generate_unit(seed: int, names: Sequence[str], unit: int) -> list[Record]:
             probe.set_cell(cell)
             probe.positions = positions
             probe.wrap()
-            if _too_close(probe) or not _accepted(probe, energy, stress):
+            if too_close(probe) or not _accepted(probe, energy, stress):
                 continue
             records.append(
                 Record(

@@ -202,8 +202,9 @@ class FlopAccountant:
         """
         if not self._rows:
             return None
-        x = [int(v) for v in features]
-        if any(v != f for v, f in zip(x, features)):  # non-integer features: the slow exact path
+        integral = isinstance(features, np.ndarray) and features.dtype.kind in "iu"
+        x = features.tolist() if integral else [int(v) for v in features]
+        if not integral and any(v != f for v, f in zip(x, features)):  # non-integers: the slow exact path
             r, y = self._reduce(self._exact(features))
             return y if not any(r) else None
         key = (len(self._rows), tuple(x))
@@ -214,6 +215,8 @@ class FlopAccountant:
 
     def _solve_integer(self, x: list[int]) -> Fraction | None:
         D, rows = self._int_rows
+        if len(rows) == len(x):  # full rank: every x is in the span, x = Σ x[pᵢ] Rᵢ
+            return Fraction(sum(x[pivot] * row_y for pivot, _, row_y in rows), D)
         combo = [0] * len(x)
         y = 0
         for pivot, row, row_y in rows:

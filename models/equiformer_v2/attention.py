@@ -31,6 +31,30 @@ def segment_softmax(logits: torch.Tensor, index: torch.Tensor, num_segments: int
     return ex / denom.index_select(0, index).clamp_min(torch.finfo(logits.dtype).tiny)
 
 
+class _GatherPair(torch.autograd.Function):
+    """[x[src] ‖ x[dst]] along channels, (N, F, C) → (E, F, 2C). Its backward hands index_add_ contiguous
+    halves: the strided halves autograd would pass after ``torch.cat`` make index_add_ several times slower."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(src, dst)
+        ctx.num_nodes = x.shape[0]
+        return torch.cat([x.index_select(0, src), x.index_select(0, dst)], dim=2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        src, dst = ctx.saved_tensors
+        g_src, g_dst = grad.chunk(2, dim=2)
+        out = grad.new_zeros(ctx.num_nodes, grad.shape[1], g_src.shape[2])
+        return out.index_add_(0, src, g_src.contiguous()).index_add_(0, dst, g_dst.contiguous()), None, None
+
+
+def gather_pair(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """Source and target node features of every edge, concatenated along channels: (E, F, 2C)."""
+    return _GatherPair.apply(x, edge_index[0], edge_index[1])
+
+
 class SO2EquivariantGraphAttention(nn.Module):
     """Node features (N, (lmax+1)², C) → messages aggregated at targets (N, (lmax+1)², output_channels)."""
 
@@ -85,11 +109,11 @@ class SO2EquivariantGraphAttention(nn.Module):
         edge_index: torch.Tensor,
         frames: EdgeFrames,
     ) -> torch.Tensor:
-        src, dst = edge_index[0], edge_index[1]
-        x_edge = self.edge_embedding(dist_features, numbers, edge_index)
-        msg = torch.cat([x.index_select(0, src), x.index_select(0, dst)], dim=2)
+        dst = edge_index[1]
+        h_edge = self.edge_embedding.project(self.so2_conv_1.rad_func.net[0], dist_features, numbers, edge_index)
+        msg = gather_pair(x, edge_index)
         msg = frames.rotate(msg)
-        msg, extra = self.so2_conv_1(msg, x_edge)
+        msg, extra = self.so2_conv_1(msg, h_edge, first_layer_done=True)
         n_alpha = self.num_heads * self.alpha_channels
         alpha_feat, gating = extra[:, :n_alpha], extra[:, n_alpha:]
         msg = self.act(gating, msg)

@@ -40,8 +40,8 @@ class EdgeDegreeEmbedding(nn.Module):
         frames: EdgeFrames,
         num_nodes: int,
     ) -> torch.Tensor:
-        x_edge = self.edge_embedding(dist_features, numbers, edge_index)
-        m0 = self.rad_func(x_edge).view(-1, self.layout.lmax + 1, self.sphere_channels)
+        h_edge = self.edge_embedding.project(self.rad_func.net[0], dist_features, numbers, edge_index)
+        m0 = self.rad_func(h_edge, first_layer_done=True).view(-1, self.layout.lmax + 1, self.sphere_channels)
         msg = frames.rotate_back_m0(m0)  # only the m = 0 columns are non-zero
         msg = msg.to(dist_features.dtype)  # sum in the geometry's dtype under autocast
         out = msg.new_zeros(num_nodes, msg.shape[1], msg.shape[2]).index_add_(0, edge_index[1], msg)

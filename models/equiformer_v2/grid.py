@@ -133,9 +133,7 @@ class _GridSiLU(torch.autograd.Function):
             grad_x = x2.new_empty(n * c, r)
             for s in range(0, n * c, _CHUNK_ROWS):
                 g = torch.mm(x2[s : s + _CHUNK_ROWS], a)
-                sig = torch.sigmoid(g)
-                dsilu = g.mul_(1 - sig).add_(1).mul_(sig)  # SiLU'(g) = σ(g)(1 + g(1 − σ(g)))
-                gy = torch.mm(g_out[s : s + _CHUNK_ROWS], b_t).mul_(dsilu)
+                gy = torch.ops.aten.silu_backward(torch.mm(g_out[s : s + _CHUNK_ROWS], b_t), g)
                 torch.mm(gy, a_t, out=grad_x[s : s + _CHUNK_ROWS])
         return grad_x.view(n, c, r).transpose(1, 2).to(ctx.in_dtype), None, None
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.equiformer_v2.attention import SO2EquivariantGraphAttention
+from models.equiformer_v2.attention import SO2EquivariantGraphAttention, gather_pair
 from models.equiformer_v2.ffn import FeedForwardNetwork
 from models.equiformer_v2.norm import EquivariantLayerNormSH
 from models.equiformer_v2.so3 import EdgeFrames, spherical_harmonics
@@ -116,10 +116,10 @@ class Rank2StressHead(nn.Module):
     def forward(
         self, x: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor, num_graphs: int
     ) -> torch.Tensor:
-        src, dst = edge_index[0], edge_index[1]
+        dst = edge_index[1]
         n = x.shape[0]
         sh = self.sphharm_norm(spherical_harmonics(self.lmax, edge_vec, normalize=False).unsqueeze(-1)).squeeze(-1)
-        x_edge = torch.cat([x.index_select(0, src), x.index_select(0, dst)], dim=2)
+        x_edge = gather_pair(x, edge_index)
         x_edge = self.xedge_layer_norm(torch.einsum("efc,ef->ec", x_edge, sh))
         y2 = spherical_harmonics(2, edge_vec)[:, 4:9]  # (E, 5)
         node_scalar = self.scalar_mlp(_segment_mean(x_edge, dst, n)).squeeze(-1)

@@ -8,6 +8,7 @@ embeddings (edge_channels each), so each radial network reads 600 + 2·edge_chan
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NUM_GAUSSIANS = 600  # fixed by the reference implementation; `num_distance_basis` is not used there
@@ -44,8 +45,9 @@ class RadialFunction(nn.Module):
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, first_layer_done: bool = False) -> torch.Tensor:
+        """``x``: the input features, or (``first_layer_done``) the first Linear's output already."""
+        return self.net[1:](x) if first_layer_done else self.net(x)
 
 
 class EdgeElementEmbedding(nn.Module):
@@ -62,3 +64,16 @@ class EdgeElementEmbedding(nn.Module):
         src = self.source_embedding(numbers[edge_index[0]]).to(dist_features.dtype)
         dst = self.target_embedding(numbers[edge_index[1]]).to(dist_features.dtype)
         return torch.cat([dist_features, src, dst], dim=-1)
+
+    def project(
+        self, linear: nn.Linear, dist_features: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor
+    ) -> torch.Tensor:
+        """``linear(self(dist_features, numbers, edge_index))`` without building the (E, D + 2C) input:
+        the embedding part goes through ``linear`` once per element (table of max_num_elements rows) and is
+        gathered per edge, and no gradient is formed for the (constant) distance features."""
+        d, c = dist_features.shape[-1], self.source_embedding.embedding_dim
+        w_dist, w_src, w_dst = linear.weight.split([d, c, c], dim=1)
+        h = F.linear(dist_features, w_dist, linear.bias)
+        src = F.linear(self.source_embedding.weight, w_src).index_select(0, numbers[edge_index[0]])
+        dst = F.linear(self.target_embedding.weight, w_dst).index_select(0, numbers[edge_index[1]])
+        return h + (src + dst).to(h.dtype)

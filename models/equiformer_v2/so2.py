@@ -47,12 +47,17 @@ class SO2Convolution(nn.Module):
         if edge_channels_list is not None:
             self.rad_func = RadialFunction([*edge_channels_list, sum(self.rad_sizes)])
 
-    def forward(self, x: torch.Tensor, x_edge: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` in the edge frame's m-major order (``CoefficientLayout.to_m``); the output too."""
+    def forward(
+        self, x: torch.Tensor, x_edge: torch.Tensor | None = None, first_layer_done: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` in the edge frame's m-major order (``CoefficientLayout.to_m``); the output too. ``x_edge``:
+        the radial function's input, or its first Linear's output with ``first_layer_done``."""
         num_edges = x.shape[0]
         sizes = self.layout.m_size
         parts = x.split([sizes[0]] + [2 * s for s in sizes[1:]], dim=1)
-        rads = self.rad_func(x_edge).split(self.rad_sizes, dim=1) if self.rad_func is not None else None
+        rads = None
+        if self.rad_func is not None:
+            rads = self.rad_func(x_edge, first_layer_done).split(self.rad_sizes, dim=1)
         x0 = parts[0].reshape(num_edges, -1)
         if rads is not None:
             x0 = x0 * rads[0]

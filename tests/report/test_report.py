@@ -205,3 +205,19 @@ def test_comparison_one_figure_per_target_with_plateau_and_seed_exponents(mlflow
     assert "| val_loss vs n_params | " in md and md.split("| val_loss vs n_params | ")[1].split("\n")[0].endswith(
         "| 0.383 |")
     assert "0.383 vs n_params, 0.242 vs train_size, 0.339 vs flops_cum" in md
+
+
+def test_unconverged_fit_is_flagged_in_the_report_text():
+    import numpy as np
+
+    from engine.fit.powerlaw import fit_axis
+    from engine.report.document import axis_blocks, to_markdown
+
+    n = np.logspace(3, 7, 8)
+    y = 776.0 * n**-0.383 * np.exp(np.random.default_rng(0).normal(0, 0.02, n.size))
+    fit = fit_axis(n, y, "n_params", "val_loss", n_boot=0, extrapolate=False, maxiter=1)  # stops unconverged
+    d = json.loads(json.dumps(fit.to_dict(), allow_nan=False))
+    assert d["fits"][d["chosen"]]["converged"] is False and d["trusted"] is False
+    md = to_markdown(axis_blocks({"axis_fits": {"val_loss": {"n_params": d}}}, {}))
+    assert "Do not read this fit as a law: not converged: none of" in md
+    assert "optimum NOT converged" in md  # the method line says it too

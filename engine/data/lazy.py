@@ -1,0 +1,232 @@
+"""A streaming data path: ``.aselmdb`` records read on demand, graphs built in DataLoader workers.
+
+For datasets that do not fit in memory (OMat24: ~10⁸ structures in ``.aselmdb`` files), nothing
+here holds records: :class:`LazyAseDB` maps a global index to (file, row id) from each file's two
+reserved keys (``nextid``, ``deleted_ids``) and decodes one row per ``__getitem__``. LMDB
+environments are opened lazily in the process that reads (a DataLoader worker forked or spawned
+after the dataset was built opens its own; an inherited environment is never used across
+``fork``, as LMDB requires). Splits and nested training subsets are computed from indices and
+uids (``<file stem>:<row id>``) with the same hashes as :mod:`engine.data.splits`, without
+reading a record. Per-structure atom counts (needed to pack batches by an atom budget) are read
+once in a streaming pass and cached beside the files' fingerprint.
+
+:class:`LazyGraphDataset` is a ``torch.utils.data.Dataset`` whose ``__getitem__`` returns a record
+and its neighbor graph, so the neighbor lists are built in the workers; :func:`batch_loader` wraps
+it in a ``DataLoader`` over pre-packed batches (``num_workers``, ``prefetch_factor``) whose
+collate makes the :class:`~engine.data.graph.Batch`.
+
+Not yet here: wiring into ``engine.loop`` (``data.lazy``/``num_workers`` in the trial config),
+group-key splits (a group key lives inside each record), pinned memory (``Batch`` has no
+``pin_memory()``), on-disk neighbor-list caches per structure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.data.graph import Batch, Graph, GraphSpec, collate, neighbor_graph
+from engine.data.records import Record
+from engine.data.splits import _HOLDOUT_SALT, _ORDER_SALT, uid_unit  # same hashes, same membership rule
+from engine.errors import DataError
+
+
+def _lmdb_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    files: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*.aselmdb") if p.is_file())
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"{item} does not exist; give .aselmdb files or folders holding them")
+    if not files:
+        raise DataError(f"no .aselmdb files under {', '.join(map(str, items))}; convert the data first")
+    return files
+
+
+class LazyAseDB(Sequence[Record]):
+    """Random access by global index to the rows of one or more ``.aselmdb`` files, one row decoded per call."""
+
+    def __init__(self, paths: str | Path | Sequence[str | Path]) -> None:
+        from engine.data.store import check_lmdb_file
+
+        self.files = _lmdb_files(paths)
+        ids = []
+        for path in self.files:
+            check_lmdb_file(path)
+            db = self._connect(path)
+            try:
+                ids.append(np.asarray(db.ids, dtype=np.int64))  # from nextid and deleted_ids only
+            finally:
+                db.close()
+        self._ids = ids
+        self._offsets = np.cumsum([0] + [len(i) for i in ids])
+        self._open: dict[int, object] = {}
+        self._pid = os.getpid()
+
+    @staticmethod
+    def _connect(path: Path):
+        from ase_db_backends.aselmdb import LMDBDatabase
+
+        return LMDBDatabase(path, readonly=True, readahead=False)  # random access: no readahead
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(file number, row id) of global ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} records")
+        k = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return k, int(self._ids[k][index - self._offsets[k]])
+
+    def uid(self, index: int) -> str:
+        k, row_id = self.locate(index)
+        return f"{self.files[k].stem}:{row_id}"
+
+    def _db(self, k: int):
+        if self._pid != os.getpid():  # a forked worker: never use the parent's environments
+            self._open, self._pid = {}, os.getpid()
+        db = self._open.get(k)
+        if db is None:
+            db = self._open[k] = self._connect(self.files[k])
+        return db
+
+    def __getitem__(self, index):  # type: ignore[override]
+        from engine.data.store import row_to_record
+
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        k, row_id = self.locate(int(index))
+        row = self._db(k)._get_row(row_id)
+        return row_to_record(row, f"{self.files[k].stem}:{row_id}")
+
+    def close(self) -> None:
+        for db in self._open.values():
+            db.close()
+        self._open = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_open"] = {}  # environments do not travel to spawned workers
+        return state
+
+    # -- without reading records ---------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Changes when any file changes (path, size, modification time)."""
+        h = hashlib.sha256()
+        for p in self.files:
+            st = p.stat()
+            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    def sizes(self, cache_dir: str | Path | None = None) -> np.ndarray:
+        """Atoms of every record (int32), by one streaming pass; cached as ``sizes-<fingerprint>.npy``."""
+        path = Path(cache_dir) / f"sizes-{self.fingerprint()}.npy" if cache_dir is not None else None
+        if path is not None and path.is_file():
+            return np.load(path)
+        out = np.empty(len(self), dtype=np.int32)
+        for k in range(len(self.files)):
+            db = self._db(k)
+            start = int(self._offsets[k])
+            for j, row_id in enumerate(self._ids[k].tolist()):
+                out[start + j] = db._get_row(int(row_id), include_data=False).natoms
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, out)
+            os.replace(tmp, path)
+        return out
+
+
+@dataclass
+class IndexSplits:
+    """Indices into a :class:`LazyAseDB`: train (a nested prefix of the pool's seeded order), val, test."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    pool_size: int
+
+
+def lazy_splits(
+    db: LazyAseDB,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.05,
+    train_size: int | None = None,
+    order_seed: int = 0,
+) -> IndexSplits:
+    """Hash splits by uid (each structure its own group: group keys live inside the records), no record read.
+
+    Same rule as :func:`engine.data.splits.split_indices`: SHA-256 of the uid below ``val_fraction``
+    → validation, below ``val_fraction + test_fraction`` → test; the pool ordered by a seeded second
+    hash, ``train_size`` a prefix of it, so smaller training sets are subsets of larger ones.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError("val_fraction and test_fraction must be in [0, 1) with a sum below 1")
+    uids = [db.uid(i) for i in range(len(db))]
+    u = np.array([uid_unit(x, _HOLDOUT_SALT) for x in uids])
+    val = np.flatnonzero(u < val_fraction)
+    test = np.flatnonzero((u >= val_fraction) & (u < val_fraction + test_fraction))
+    pool = np.flatnonzero(u >= val_fraction + test_fraction)
+    salt = f"{_ORDER_SALT}:{order_seed}"
+    order = pool[np.argsort([uid_unit(uids[i], salt) for i in pool], kind="stable")]
+    if train_size:
+        if train_size > len(order):
+            raise DataError(f"train_size {train_size} exceeds the {len(order)} structures of the training pool")
+        order = order[:train_size]
+    return IndexSplits(train=order, val=val, test=test, pool_size=len(pool))
+
+
+class LazyGraphDataset(torch.utils.data.Dataset):
+    """(record, neighbor graph) per index; the graph is built where ``__getitem__`` runs (a DataLoader worker)."""
+
+    def __init__(self, records: Sequence[Record], spec: GraphSpec) -> None:
+        self.records = records
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[Record, Graph]:
+        record = self.records[index]
+        return record, neighbor_graph(record, self.spec)
+
+
+class _Collate:
+    """Picklable collate for spawned workers: (record, graph) pairs → one :class:`Batch`."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+    def __call__(self, items: list[tuple[Record, Graph]]) -> Batch:
+        return collate([r for r, _ in items], [g for _, g in items], dtype=self.dtype)
+
+
+def batch_loader(
+    dataset: LazyGraphDataset,
+    batches: Sequence[Sequence[int]],
+    num_workers: int = 2,
+    prefetch_factor: int = 4,
+    dtype: torch.dtype = torch.float32,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader yielding one :class:`Batch` per entry of ``batches`` (e.g. from ``pack_batches``), in order.
+
+    Workers read records, build neighbor lists and collate while the training process steps.
+    """
+    kwargs = {"prefetch_factor": prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=[list(b) for b in batches],
+        num_workers=num_workers,
+        collate_fn=_Collate(dtype),
+        **kwargs,
+    )
