@@ -3,7 +3,7 @@
 - Paged searches: a SQLite store with more trial runs than one MLflow search returns (5,000 per
   call, the old limit), listed by one ``search_runs`` call and by :func:`engine.sweep.tracking.search_all`.
 - Trial artifacts: ``config.json``, ``metrics.jsonl`` and ``checkpoint.pt`` logged to a trial's run
-  (SQLite store, artifacts in a local folder) per trial, for a transformer p2 checkpoint.
+  (SQLite store, artifacts in a local folder) per trial, for a transformer t6 checkpoint.
 - The LMDB truncation check before an ``.aselmdb`` is read, beside reading the file.
 
     python -m benchmarks.run tracking
@@ -57,9 +57,11 @@ def _artifacts(root: Path) -> list[dict]:
     from engine.sweep.tracking import SweepTracker
     from models.checkpoint import save_checkpoint
 
-    model = models.build("transformer", preset="p2")
+    model = models.build("transformer", preset="t6")
     optimizer = torch.optim.AdamW(model.parameters())
-    model(torch.zeros(0)) if False else None  # noqa: B018 - no forward needed: states only
+    for p in model.parameters():  # one step so the optimizer holds its moment buffers, as a trial's does
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
     trial = root / "trial"
     save_checkpoint(
         trial / "checkpoint.pt",
@@ -70,7 +72,7 @@ def _artifacts(root: Path) -> list[dict]:
             "step": 1000, "flops_cum": 1e12, "wall_s": 60.0, "rng": {}, "trial_config": {}, "metrics_history": [],
         },
     )  # fmt: skip
-    (trial / "config.json").write_text(json.dumps({"model": "transformer", "preset": "p2"}) + "\n")
+    (trial / "config.json").write_text(json.dumps({"model": "transformer", "preset": "t6"}) + "\n")
     (trial / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val_loss": 1.0 / (e + 1)}) + "\n"
                                                  for e in range(11)))
     size_mb = (trial / "checkpoint.pt").stat().st_size / 1e6
@@ -85,7 +87,7 @@ def _artifacts(root: Path) -> list[dict]:
     assert len(ids) == N_ARTIFACT_TRIALS
     return [
         {"name": "log a trial's artifacts (config, metrics, checkpoint)", "value": 1e3 * per_trial,
-         "unit": "ms/trial", "notes": f"transformer p2 checkpoint {size_mb:.1f} MB (with EMA and AdamW state); "
+         "unit": "ms/trial", "notes": f"transformer t6 checkpoint {size_mb:.1f} MB (with EMA and AdamW state); "
          "SQLite store, local artifact folder"},
     ]
 

@@ -301,10 +301,14 @@ def sweep_check(plan: Plan, timeout_s: float) -> list:
     space["seeds"] = [0]
     space["fixed"].update(epochs=plan.sweep_epochs, device=plan.device.type)
     space["resources"] = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": plan.sweep_gpus}
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+    # Ray's socket paths must stay under 107 bytes: its temporary folder is a short one under /tmp
+    with (
+        tempfile.TemporaryDirectory(prefix="gpu-check-", ignore_cleanup_errors=True) as tmp,
+        tempfile.TemporaryDirectory(prefix="gcray", dir="/tmp", ignore_cleanup_errors=True) as ray_tmp,
+    ):
         Path(tmp, "space.yaml").write_text(yaml.safe_dump(space))
         env = dict(os.environ, ENGINE_SWEEPS=f"{tmp}/sweeps", ENGINE_CACHE=f"{tmp}/cache", ENGINE_REPORTS=f"{tmp}/r",
-                   MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", RAY_TMPDIR=tmp, TMPDIR=tmp,
+                   MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", RAY_TMPDIR=ray_tmp, TMPDIR=ray_tmp,
                    PYTHONPATH=str(ROOT))  # fmt: skip
         cmd = [sys.executable, "-m", "engine.scale", "--space", f"{tmp}/space.yaml", "--name", "gpu-check",
                "--no-report"]  # fmt: skip

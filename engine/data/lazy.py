@@ -52,31 +52,79 @@ def _lmdb_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+# py-lmdb allows one environment per file per process, and a forked child must not use its parent's
+# (LMDB's rule): one registry per process, an inherited environment is closed in the child, then reopened
+_ENVIRONMENTS: dict[str, tuple[int, object]] = {}
+
+
+def _environment(path: Path):
+    """This process's read-only LMDB environment on ``path`` (opened on first use)."""
+    import lmdb
+
+    from engine.data.store import check_lmdb_file
+
+    key = str(path.resolve())
+    held = _ENVIRONMENTS.get(key)
+    if held is not None and held[0] == os.getpid():
+        return held[1]
+    if held is not None:
+        held[1].close()  # inherited through fork: close the child's copy (the parent's stays open)
+    check_lmdb_file(path)
+    env = lmdb.open(key, subdir=False, readonly=True, lock=False, readahead=False, meminit=False)
+    _ENVIRONMENTS[key] = (os.getpid(), env)
+    return env
+
+
+def close_environments() -> None:
+    """Close this process's LMDB environments (they reopen on the next read)."""
+    for key, (pid, env) in list(_ENVIRONMENTS.items()):
+        if pid == os.getpid():
+            env.close()
+            del _ENVIRONMENTS[key]
+
+
+def _decode(value: bytes):
+    from ase_db_backends.aselmdb import decode_bytestream
+
+    return decode_bytestream(value, decompress=True, json_decode=True)
+
+
+def _row_ids(path: Path) -> np.ndarray:
+    """Row ids 1..nextid−1 minus ``deleted_ids``: the two reserved keys of an .aselmdb file, no row decoded."""
+    with _environment(path).begin() as txn:
+        nextid, deleted = txn.get(b"nextid"), txn.get(b"deleted_ids")
+    last = int(_decode(nextid)) if nextid is not None else 1
+    gone = np.asarray(sorted(_decode(deleted)) if deleted is not None else [], dtype=np.int64)
+    ids = np.arange(1, last, dtype=np.int64)
+    return ids[~np.isin(ids, gone)]
+
+
+def _read_row(path: Path, row_id: int):
+    """One row as an ``ase.db.row.AtomsRow`` (arrays where ASE expects arrays, as ase-db-backends does)."""
+    from ase.calculators.calculator import all_properties
+    from ase.db.row import AtomsRow
+
+    with _environment(path).begin() as txn:
+        value = txn.get(f"{row_id}".encode("ascii"))
+    if value is None:
+        raise DataError(f"row {row_id} is missing from {path}; the file changed after it was indexed")
+    dct = _decode(value)
+    for key in all_properties:
+        if isinstance(dct.get(key), list):
+            dct[key] = np.array(dct[key])
+    dct["id"] = row_id
+    return AtomsRow(dct)
+
+
 class LazyAseDB(Sequence[Record]):
     """Random access by global index to the rows of one or more ``.aselmdb`` files, one row decoded per call."""
 
     def __init__(self, paths: str | Path | Sequence[str | Path]) -> None:
-        from engine.data.store import check_lmdb_file
-
         self.files = _lmdb_files(paths)
-        ids = []
-        for path in self.files:
-            check_lmdb_file(path)
-            db = self._connect(path)
-            try:
-                ids.append(np.asarray(db.ids, dtype=np.int64))  # from nextid and deleted_ids only
-            finally:
-                db.close()
-        self._ids = ids
-        self._offsets = np.cumsum([0] + [len(i) for i in ids])
-        self._open: dict[int, object] = {}
-        self._pid = os.getpid()
-
-    @staticmethod
-    def _connect(path: Path):
-        from ase_db_backends.aselmdb import LMDBDatabase
-
-        return LMDBDatabase(path, readonly=True, readahead=False)  # random access: no readahead
+        # row ids from each file's nextid and deleted_ids keys only: no row is decoded
+        self._ids = [_row_ids(p) for p in self.files]
+        self._offsets = np.cumsum([0] + [len(i) for i in self._ids])
+        self.rows_read = 0  # rows decoded by this process through this object
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -92,32 +140,15 @@ class LazyAseDB(Sequence[Record]):
         k, row_id = self.locate(index)
         return f"{self.files[k].stem}:{row_id}"
 
-    def _db(self, k: int):
-        if self._pid != os.getpid():  # a forked worker: never use the parent's environments
-            self._open, self._pid = {}, os.getpid()
-        db = self._open.get(k)
-        if db is None:
-            db = self._open[k] = self._connect(self.files[k])
-        return db
-
     def __getitem__(self, index):  # type: ignore[override]
         from engine.data.store import row_to_record
 
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         k, row_id = self.locate(int(index))
-        row = self._db(k)._get_row(row_id)
+        row = _read_row(self.files[k], row_id)
+        self.rows_read += 1
         return row_to_record(row, f"{self.files[k].stem}:{row_id}")
-
-    def close(self) -> None:
-        for db in self._open.values():
-            db.close()
-        self._open = {}
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_open"] = {}  # environments do not travel to spawned workers
-        return state
 
     # -- without reading records ---------------------------------------------------------
     def fingerprint(self) -> str:
@@ -134,11 +165,11 @@ class LazyAseDB(Sequence[Record]):
         if path is not None and path.is_file():
             return np.load(path)
         out = np.empty(len(self), dtype=np.int32)
-        for k in range(len(self.files)):
-            db = self._db(k)
+        for k, file in enumerate(self.files):
             start = int(self._offsets[k])
             for j, row_id in enumerate(self._ids[k].tolist()):
-                out[start + j] = db._get_row(int(row_id), include_data=False).natoms
+                out[start + j] = len(_read_row(file, row_id).numbers)
+                self.rows_read += 1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

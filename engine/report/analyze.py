@@ -235,7 +235,7 @@ def trial_table(frame: pd.DataFrame, metrics: list[str]) -> list[dict]:
             "batch_size": first.get("batch_size", math.nan),
             M.EPOCHS_RUN: epochs_run if math.isfinite(epochs_run) else _last(g, M.EPOCH),
             M.BEST_EPOCH: _last(g, M.BEST_EPOCH),
-            "status": first["engine_status"] or str(first["status"]).lower(),
+            "status": tag if isinstance(tag := first["engine_status"], str) else str(first["status"]).lower(),
             "final": {m: _last(g, m) for m in metrics},
             "test": {m: _last(g, test_metric(m)) for m in metrics},
         }

@@ -68,7 +68,8 @@ def hpo_summary(frame: pd.DataFrame, parent_params: dict) -> dict:
     for run_id, g in frame.groupby("run_id", sort=False):
         vals = g.dropna(subset=[M.VAL_LOSS]) if M.VAL_LOSS in g else g.iloc[0:0]
         last = vals.sort_values(M.EPOCH).iloc[-1] if len(vals) else g.iloc[-1]
-        status = g["engine_status"].iloc[0] or str(g["status"].iloc[0]).lower()
+        status = g["engine_status"].iloc[0]
+        status = status if isinstance(status, str) else str(g["status"].iloc[0]).lower()
         trials.append({"trial_id": str(g["trial_id"].iloc[0]), "run_id": str(run_id), "preset": g["preset"].iloc[0],
                        M.N_PARAMS: float(g[M.N_PARAMS].iloc[0]), "peak_lr": float(g["peak_lr"].iloc[0]),
                        "batch_size": float(g["batch_size"].iloc[0]), M.EPOCH: float(last[M.EPOCH]),

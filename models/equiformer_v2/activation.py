@@ -50,10 +50,7 @@ class SeparableS2Activation(nn.Module):
 
     def forward(self, scalars: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out0 = F.silu(scalars).unsqueeze(1)
-        if self.exact:
-            rest = x[:, 1:] * torch.sigmoid(scalars).unsqueeze(1)
-        else:
-            rest = self.grid.silu_rest(x)
+        rest = x[:, 1:] * torch.sigmoid(scalars).unsqueeze(1) if self.exact else self.grid.silu_rest(x)
         return torch.cat([out0, rest.to(out0.dtype)], dim=1)
 
 

@@ -19,10 +19,13 @@ from models.equiformer_v2.grid import SphereGrid
 from models.equiformer_v2.radial import EdgeElementEmbedding
 from models.equiformer_v2.so2 import SO2Convolution
 from models.equiformer_v2.so3 import CoefficientLayout, EdgeFrames, SO3Linear
+from models.layers import full_precision
 
 
+@full_precision
 def segment_softmax(logits: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """Softmax of ``logits`` (E, H) over the edges sharing the same ``index`` (E,) entry."""
+    """Softmax of ``logits`` (E, H) over the edges sharing the same ``index`` (E,) entry, autocast off (sums
+    of exponentials over up to ~100 edges lose the small weights in half precision)."""
     idx = index.unsqueeze(-1).expand_as(logits)
     seg_max = logits.new_full((num_segments, logits.shape[1]), float("-inf"))
     seg_max = seg_max.scatter_reduce(0, idx, logits, reduce="amax", include_self=True)

@@ -26,6 +26,7 @@ from models.equiformer_v2.attention import SO2EquivariantGraphAttention, gather_
 from models.equiformer_v2.ffn import FeedForwardNetwork
 from models.equiformer_v2.norm import EquivariantLayerNormSH
 from models.equiformer_v2.so3 import EdgeFrames, spherical_harmonics
+from models.layers import full_precision
 
 
 def _segment_sum(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
@@ -113,12 +114,20 @@ class Rank2StressHead(nn.Module):
         self.scalar_mlp = nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
         self.irrep2_mlp = NormGatedL2MLP(emb)
 
+    @full_precision
+    def edge_weights(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        """Layer-normed solid harmonics (E, (lmax+1)²) of the edge vectors [Å], autocast off: under fp16 the
+        l > 0 weights of a 12 Å edge were exactly 0 (|r|^l and its mean square overflow)."""
+        sh = spherical_harmonics(self.lmax, edge_vec, normalize=False)
+        return self.sphharm_norm(sh.unsqueeze(-1)).squeeze(-1)
+
+    @full_precision  # the decomposition (harmonics, norms, basis contraction) in float32 or float64
     def forward(
         self, x: torch.Tensor, edge_vec: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor, num_graphs: int
     ) -> torch.Tensor:
         dst = edge_index[1]
         n = x.shape[0]
-        sh = self.sphharm_norm(spherical_harmonics(self.lmax, edge_vec, normalize=False).unsqueeze(-1)).squeeze(-1)
+        sh = self.edge_weights(edge_vec)
         x_edge = gather_pair(x, edge_index)
         x_edge = self.xedge_layer_norm(torch.einsum("efc,ef->ec", x_edge, sh))
         y2 = spherical_harmonics(2, edge_vec)[:, 4:9]  # (E, 5)

@@ -41,6 +41,10 @@ class EquiformerV2Config(ModelConfig):
     drawn from a generator seeded by ``edge_roll_seed``), "none" uses a fixed frame per edge vector.
     ``exact_equivariant_gate`` swaps every S² grid operation for an exactly equivariant gate with
     the same parameters (for tests and ablations).
+    ``compile``: ``torch.compile`` (inductor, dynamic shapes) each transformer block and the energy and
+    force heads, which trace without a graph break; the rest of ``predict`` (edge frames with their
+    random rolls and cached sample points, the element check, the stress head) stays eager. The first
+    steps pay the compilation (minutes on CPU); the state dict is unchanged.
     """
 
     cutoff: float = 12.0
@@ -73,6 +77,7 @@ class EquiformerV2Config(ModelConfig):
     edge_roll: Literal["random", "none"] = "random"
     edge_roll_seed: int = 0
     exact_equivariant_gate: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.max_radius is not None:
@@ -192,6 +197,9 @@ class EquiformerV2(Potential):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
         self._roll_generator = torch.Generator().manual_seed(c.edge_roll_seed)
+        if c.compile:
+            for module in (*self.blocks, self.energy_head, self.force_head):
+                module.compile(dynamic=True)
 
     def reset_edge_roll(self, seed: int) -> None:
         """Reseed the generator of the random edge rolls (for repeatable evaluation)."""

@@ -3,13 +3,16 @@
 Degree 0 gets an ordinary LayerNorm over channels. All degrees l > 0 share one scale: the RMS over
 channels of the degree-balanced mean square (each degree weighted 1/(2l+1), degrees averaged), so
 the norm treats every l equally however many orders it has. Each l > 0 then gets its own affine
-gain per channel; no bias (a bias on l > 0 would break equivariance).
+gain per channel; no bias (a bias on l > 0 would break equivariance). Runs with autocast off (float32 or
+float64): its mean squares overflow fp16 and would zero every l > 0 coefficient.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from models.layers import full_precision
 
 
 class EquivariantLayerNormSH(nn.Module):
@@ -29,6 +32,7 @@ class EquivariantLayerNormSH(nn.Module):
         self.register_buffer("balance_degree_weight", balance, persistent=False)
         self.register_buffer("expand_index", expand, persistent=False)
 
+    @full_precision  # mean squares of l > 0 overflow fp16; the residual stream stays ≥ float32
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out0 = self.norm_l0(x[:, :1])
         if self.lmax == 0:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.layers import full_precision
+
 NUM_GAUSSIANS = 600  # fixed by the reference implementation; `num_distance_basis` is not used there
 
 
@@ -24,6 +26,7 @@ class GaussianSmearing(nn.Module):
         self.coeff = -0.5 / (width * cutoff / (num_basis - 1)) ** 2
         self.register_buffer("offset", offset, persistent=False)
 
+    @full_precision  # far-neighbour Gaussians are far below fp16's smallest subnormal
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.coeff * (dist.unsqueeze(-1) - self.offset.to(dist.dtype)).pow(2))
 

@@ -73,7 +73,8 @@ class SO2Convolution(nn.Module):
                 xm = (xm.reshape(num_edges, 2, -1) * rads[m].unsqueeze(1)).reshape(num_edges, -1)
             else:
                 xm = xm.reshape(num_edges, -1)
-            out.append(F.linear(xm, self._complex_weight(self.fc_m[m - 1].weight)).view(num_edges, -1, self.out_channels))
+            ym = F.linear(xm, self._complex_weight(self.fc_m[m - 1].weight))
+            out.append(ym.view(num_edges, -1, self.out_channels))
         return torch.cat(out, dim=1), extra
 
     @staticmethod

@@ -11,6 +11,7 @@ Conventions (ours, self-consistent; e3nn/fairchem use the y axis as pole instead
   structure is rotated by R. D is computed from the rotation of the harmonics themselves:
   D^l(R) = Y^l(R P) · Y^l(P)⁺ for a fixed, well-conditioned point set P — exact in exact arithmetic,
   float64-capable, differentiable, and free of Euler-angle singularities.
+- Harmonics, Wigner matrices and edge frames run with autocast off, in float32 or float64.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.layers import full_precision
+
 
 def num_coefficients(lmax: int) -> int:
     return (lmax + 1) ** 2
@@ -33,6 +36,7 @@ def degree_of_coefficients(lmax: int) -> list[int]:
     return [lval for lval in range(lmax + 1) for _ in range(2 * lval + 1)]
 
 
+@full_precision  # solid harmonics grow as |r|^l: fp16 overflows (12 Å, l = 6: 3·10⁶), bf16 loses 3 digits
 def spherical_harmonics(lmax: int, vec: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """Real spherical harmonics (component normalization) of ``vec`` (..., 3) → (..., (lmax+1)²).
 
@@ -114,6 +118,7 @@ class _ConstCache:
         return self._cast[key]
 
 
+@full_precision
 def wigner_d(lmax: int, rot: torch.Tensor) -> torch.Tensor:
     """Block-diagonal real Wigner-D matrices (E, (lmax+1)², (lmax+1)²) of rotations ``rot`` (E, 3, 3)."""
     p, pinvs = _sample_points(lmax)
@@ -128,6 +133,7 @@ def wigner_d(lmax: int, rot: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@full_precision
 def edge_rotation(vec: torch.Tensor, roll: torch.Tensor | None = None) -> torch.Tensor:
     """Rotations R (E, 3, 3) with R·r̂ = ẑ for each edge vector, then a roll ``roll`` (E,) [rad] about ẑ.
 
@@ -217,6 +223,7 @@ class EdgeFrames:
         return torch.bmm(self.from_edge[:, :, : self.lmax1], x)
 
 
+@full_precision
 def edge_frames(layout: CoefficientLayout, rot: torch.Tensor) -> EdgeFrames:
     d = wigner_d(layout.lmax, rot)
     to_edge = d.index_select(1, layout.m_major_full_index.to(rot.device))

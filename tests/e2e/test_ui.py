@@ -115,3 +115,20 @@ def test_cli_prints_url_and_ctrl_c_stops_everything(tmp_path: Path, sig: signal.
         time.sleep(0.2)
     assert _alive(tree) == []
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the SQLite store, as the sweep writes them
+
+
+def test_database_uris_use_the_pinned_driver_and_the_cli_stays_thin() -> None:
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the project pins psycopg2 (checked by
+    tests/e2e/test_postgres_tracking.py against a real server)."""
+    import importlib.util
+
+    from engine import ui
+    from engine.tracking_server import with_postgres_driver
+
+    if importlib.util.find_spec("psycopg") is None:
+        assert with_postgres_driver("postgresql://u@h:5432/db") == "postgresql+psycopg2://u@h:5432/db"
+        assert with_postgres_driver("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert with_postgres_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert with_postgres_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert ui.start_ui.__module__ == "engine.tracking_server"  # the process management lives in the library
+    assert len(Path(ui.__file__).read_text().splitlines()) < 150

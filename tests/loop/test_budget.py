@@ -120,3 +120,28 @@ def test_budget_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="patience must be ≥ 1"):
         BudgetConfig(early_stop=EarlyStopConfig(patience=0))
     assert BudgetConfig().rule == "epochs" and BudgetConfig(steps=600).rule == "steps=600"
+
+
+class CrashAfter(Rows):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def report(self, metrics, checkpoint_dir=None):
+        super().report(metrics, checkpoint_dir)
+        if metrics[M.EPOCH] == self.epoch:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_early_stopping_resumes_with_its_best_weights(records, tmp_path):
+    rule = BudgetConfig(early_stop=EarlyStopConfig(patience=2, min_delta=1e9))
+    cfg = _config(budget=rule, epochs=6)
+    volatile = {M.WALL_S, M.THROUGHPUT_STRUCT_S, M.THROUGHPUT_ATOMS_S, M.CHECKPOINT}
+    whole = run_trial(cfg, tmp_path / "whole", splits=_splits(records, 24))
+    assert whole[M.EPOCH] == 3 and whole[M.BEST_EPOCH] == 1
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, tmp_path / "split", reporter=CrashAfter(2), splits=_splits(records, 24))
+    resumed = run_trial(cfg, tmp_path / "split", splits=_splits(records, 24))
+    assert {k: v for k, v in resumed.items() if k not in volatile} == {
+        k: v for k, v in whole.items() if k not in volatile
+    }

@@ -229,6 +229,92 @@ def test_state_dict_round_trip_with_weights_only(structures, tmp_path) -> None:
     assert_same(_run(model, structures), _run(other, structures), 1e-12)
 
 
+# -- fast paths against their plain formulas ----------------------------------------------------------
+def test_chunked_grid_silu_equals_plain_formula_and_gradient() -> None:
+    # 2 × 700 × 3 rows: crosses the 1024-row chunk boundary; m-major columns as the attention uses them
+    grid = SphereGrid(4, 2, 18, 18, m_major=True)
+    x = torch.randn(700, 19, 3, dtype=torch.float64, requires_grad=True)
+    fast = grid.silu_rest(x)
+    plain = grid.from_grid(torch.nn.functional.silu(grid.to_grid(x)))[:, 1:]
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(plain)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), x)
+    (g_plain,) = torch.autograd.grad((plain * w).sum(), x)
+    torch.testing.assert_close(g_fast, g_plain, rtol=1e-12, atol=1e-12)
+
+
+def test_m_major_frames_and_gather_pair_match_plain_formulas() -> None:
+    from models.equiformer_v2.attention import gather_pair
+    from models.equiformer_v2.so3 import edge_frames
+
+    layout = CoefficientLayout(4, 2)
+    rot = edge_rotation(torch.randn(7, 3, dtype=torch.float64), None)
+    frames = edge_frames(layout, rot)
+    d = wigner_d(4, rot)
+    rows = layout.full_index[layout.to_m]  # m-major slot k ↔ full-layout coefficient
+    torch.testing.assert_close(frames.to_edge, d[:, rows], rtol=0, atol=1e-14)
+    x0 = torch.randn(7, 5, 2, dtype=torch.float64)  # m = 0 slots lead the m-major order
+    padded = torch.cat([x0, x0.new_zeros(7, layout.num_reduced - 5, 2)], dim=1)
+    torch.testing.assert_close(frames.rotate_back_m0(x0), frames.rotate_back(padded), rtol=0, atol=1e-14)
+    x = torch.randn(5, 25, 3, dtype=torch.float64, requires_grad=True)
+    edge_index = torch.tensor([[0, 1, 4, 4, 2], [1, 1, 0, 3, 2]])
+    fast = gather_pair(x, edge_index)
+    plain = torch.cat([x[edge_index[0]], x[edge_index[1]]], dim=2)
+    assert torch.equal(fast, plain)
+    w = torch.randn_like(plain)
+    torch.testing.assert_close(
+        torch.autograd.grad((fast * w).sum(), x)[0], torch.autograd.grad((plain * w).sum(), x)[0], rtol=0, atol=1e-14
+    )
+
+
+# -- mixed precision -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_stress_head_edge_weights_survive_half_autocast(dtype) -> None:
+    """Issue 12: under fp16 the l > 0 solid harmonics of a (7, 5, 8) Å edge were exactly 0 (~1e-3 in fp32)."""
+    from models.equiformer_v2.heads import Rank2StressHead
+
+    head = Rank2StressHead(sphere_channels=4, lmax=4)
+    vec = torch.tensor([[7.0, 5.0, 8.0], [0.5, -1.2, 2.0]])
+    full = head.edge_weights(vec)
+    with torch.autocast("cpu", dtype=dtype):
+        half = head.edge_weights(vec)
+        sh = spherical_harmonics(4, vec, normalize=False)
+    assert half.dtype == sh.dtype == torch.float32
+    assert (half[:, 1:].abs() > 1e-6).all(), half
+    torch.testing.assert_close(half, full, rtol=0, atol=0)
+    torch.testing.assert_close(sh, spherical_harmonics(4, vec, normalize=False), rtol=0, atol=0)
+
+
+# -- torch.compile ------------------------------------------------------------------------------------
+def test_compiled_blocks_trace_without_graph_breaks_and_match_eager(structures) -> None:
+    import torch._dynamo
+
+    cfg = tiny(2, 1, edge_roll="none", alpha_drop=0.0, drop_path_rate=0.0, grid_resolution=8)
+    model = models.build("equiformer_v2", {**cfg, "compile": True})
+    assert all(b._compiled_call_impl is not None for b in model.blocks)
+    eager = models.build("equiformer_v2", cfg)
+    eager.load_state_dict(model.state_dict())  # compile leaves the state dict's keys unchanged
+    batch = make_batch(structures, eager, dtype=torch.float32)
+    from engine.data.graph import edge_geometry
+
+    geo = edge_geometry(batch)
+    frames, dist = eager._frames(geo.vec), eager.distance_expansion(geo.dist)
+    x = torch.randn(batch.num_atoms, 9, 8, requires_grad=True)
+    args = (batch.numbers, dist, batch.edge_index, frames, batch.batch, batch.num_graphs)
+    block = eager.blocks[0]
+    explained = torch._dynamo.explain(block)(x, *args)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()
+    compiled = torch.compile(block, backend="aot_eager", dynamic=True)  # the traced graph, without C++ codegen
+    y_eager, y_comp = block(x, *args), compiled(x, *args)
+    torch.testing.assert_close(y_comp, y_eager, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(y_eager)
+    torch.testing.assert_close(
+        torch.autograd.grad((y_comp * w).sum(), x)[0], torch.autograd.grad((y_eager * w).sum(), x)[0],
+        rtol=1e-5, atol=1e-6,
+    )
+
+
 # -- sizes and configs --------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", sorted(REFERENCE_COUNTS))
 def test_published_parameter_counts(preset: str) -> None:

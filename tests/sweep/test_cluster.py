@@ -1,19 +1,17 @@
 """Sweeps on a real multi-node Ray cluster on this machine: a head with 0 CPUs (like cluster.yaml's)
-and worker nodes as separate raylets. A DDP trial spans two nodes through ``python -m engine.scale
---address``; a node killed mid-trial costs nothing but the epoch in flight.
+and worker nodes as separate raylets (``ray.cluster_utils.Cluster``). A DDP trial spans two nodes; a
+node killed mid-trial costs nothing but the epoch in flight; 50 tiny trials leave nothing behind.
 
 One cluster serves the module (a start costs ~15 s); each sweep writes into its test's tmp_path.
+The drivers run in this process (the CLI against a cluster: test_autoscaler.py).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 from ray import tune
 
@@ -71,24 +69,15 @@ def trial_runs(uri: str, sweep: str) -> list:
     return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("engine.kind") == "trial"]
 
 
-def test_ddp_trial_spans_two_nodes_through_the_cli(cluster, engine_env):
+def test_ddp_trial_spans_two_nodes(cluster, engine_env):
     # 0.9 CPU per worker on 1-CPU nodes: the two workers of a trial cannot share a node
-    space = space_values(resources={"workers": 2, "cpus_per_worker": 0.9})
-    path = engine_env["tmp"] / "ddp.yaml"
-    path.write_text("# two-worker DDP trial\n" + yaml.safe_dump(space))
-    warm_cache(space)
-    env = {
-        **os.environ,
-        "ENGINE_SWEEPS": str(engine_env["sweeps"]),
-        "ENGINE_CACHE": str(engine_env["cache"]),
-        "MLFLOW_TRACKING_URI": engine_env["uri"],
-        **cluster.env,
-    }
-    cmd = [sys.executable, "-m", "engine.scale", "--space", str(path), "--name", "ddp-nodes", "--no-report",
-           "--address", cluster.address]
-    done = subprocess.run(cmd, cwd=engine_env["tmp"], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "visible from 2 worker node(s)" in done.stdout
+    values = space_values(resources={"workers": 2, "cpus_per_worker": 0.9})
+    warm_cache(values)
+    out = io.StringIO()
+    result = run_sweep(space_from_dict(values, source="tiny"),
+                       SweepOptions(name="ddp-nodes", address=cluster.address, stream=out))
+    assert "visible from 2 worker node(s)" in out.getvalue()
+    assert not result.interrupted and result.trials["transformer-p0-n40-s0"]["status"] == "completed"
     trial = engine_env["sweeps"] / "ddp-nodes" / "trials" / "transformer-p0-n40-s0"
     ranks = [json.loads((trial / "workers" / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert ranks[0]["node_id"] != ranks[1]["node_id"], ranks

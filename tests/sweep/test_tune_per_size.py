@@ -65,6 +65,7 @@ def test_lr_from_a_per_size_tuning(tmp_path, monkeypatch):
         build_space(args(sizes=["p0", "p2"]), None)
 
 
+@pytest.mark.slow
 def test_tune_each_size_then_scale_with_its_lr(ray_session, engine_env):
     from engine.report.build import build_report
     from engine.scale import main as scale_main
