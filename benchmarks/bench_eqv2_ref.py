@@ -180,7 +180,7 @@ def build_reference_venv(venv: Path) -> Path:
     return python
 
 
-def measure(python: str, body: str, cfg: dict, threads: int = 2, steps: int = 3) -> dict:
+def measure(python: str, body: str, cfg: dict, threads: int = 2, steps: int = 2) -> dict:
     out = subprocess.run(
         [python, "-c", _COMMON + body, str(ROOT), json.dumps(cfg), str(threads), str(steps)],
         capture_output=True,
@@ -229,8 +229,14 @@ def run() -> list[dict]:
             f"fairchem-core 1.10.0 {r['ref_s']:.3f} s/step; ratio {r['ratio']:.2f} (per alternating pair: {pairs}); "
             f"params {r['params'][0]:,} vs {r['params'][1]:,}; {r['edges']} edges"
         )
-        rows.append({"name": f"equiformer_v2 {r['label']} fwd+bwd vs fairchem", "value": r["ours_s"],
-                     "unit": "s/step", "notes": note})
+        rows.append(
+            {
+                "name": f"equiformer_v2 {r['label']} fwd+bwd vs fairchem",
+                "value": r["ours_s"],
+                "unit": "s/step",
+                "notes": note,
+            }
+        )
     return rows
 
 

@@ -35,3 +35,17 @@ def default_tracking_uri() -> str:
 def default_artifact_root() -> Path:
     """Artifacts beside the default SQLite store (``./mlartifacts``)."""
     return Path("mlartifacts").resolve()
+
+
+def with_postgres_driver(uri: str) -> str:
+    """``postgresql://`` → ``postgresql+psycopg2://`` unless psycopg 3 is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; the project pins ``psycopg2-binary``.
+    Lives here (below models) so both the calculator and the sweep's tracker can use it.
+    """
+    import importlib.util
+
+    for prefix in ("postgresql://", "postgres://"):
+        if uri.startswith(prefix) and importlib.util.find_spec("psycopg") is None:
+            return "postgresql+psycopg2://" + uri.removeprefix(prefix)
+    return uri

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import ConfigError, TrackingError
-from engine.paths import default_artifact_root, default_tracking_uri
+from engine.paths import default_artifact_root, default_tracking_uri, with_postgres_driver
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -68,19 +68,6 @@ def _backend_uri(tracking_uri: str) -> str:
     if "://" not in tracking_uri:  # a plain folder: MLflow's file store
         return Path(tracking_uri).resolve().as_uri()
     return with_postgres_driver(tracking_uri)
-
-
-def with_postgres_driver(uri: str) -> str:
-    """``postgresql://`` → ``postgresql+psycopg2://`` unless psycopg 3 is installed.
-
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; the project pins ``psycopg2-binary``.
-    """
-    import importlib.util
-
-    for prefix in ("postgresql://", "postgres://"):
-        if uri.startswith(prefix) and importlib.util.find_spec("psycopg") is None:
-            return "postgresql+psycopg2://" + uri.removeprefix(prefix)
-    return uri
 
 
 def _artifact_root_for(backend: str) -> Path:

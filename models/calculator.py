@@ -56,8 +56,7 @@ def _read_from_mlflow(uri: str, tracking_uri: str | None) -> dict:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from engine.paths import default_tracking_uri
-    from engine.tracking_server import with_postgres_driver
+    from engine.paths import default_tracking_uri, with_postgres_driver
 
     store = with_postgres_driver(tracking_uri or default_tracking_uri())
     artifact = uri.rstrip("/")

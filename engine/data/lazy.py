@@ -89,14 +89,18 @@ def _decode(value: bytes):
     return decode_bytestream(value, decompress=True, json_decode=True)
 
 
-def _row_ids(path: Path) -> np.ndarray:
-    """Row ids 1..nextid−1 minus ``deleted_ids``: the two reserved keys of an .aselmdb file, no row decoded."""
+def _row_ids(path: Path) -> range | np.ndarray:
+    """Row ids 1..nextid−1 minus ``deleted_ids``: the two reserved keys of an .aselmdb file, no row decoded.
+
+    A ``range`` (constant memory) unless rows were deleted."""
     with _environment(path).begin() as txn:
         nextid, deleted = txn.get(b"nextid"), txn.get(b"deleted_ids")
     last = int(_decode(nextid)) if nextid is not None else 1
-    gone = np.asarray(sorted(_decode(deleted)) if deleted is not None else [], dtype=np.int64)
+    gone = _decode(deleted) if deleted is not None else []
+    if not gone:
+        return range(1, last)
     ids = np.arange(1, last, dtype=np.int64)
-    return ids[~np.isin(ids, gone)]
+    return ids[~np.isin(ids, np.asarray(gone, dtype=np.int64))]
 
 
 def _read_row(path: Path, row_id: int):
@@ -167,7 +171,7 @@ class LazyAseDB(Sequence[Record]):
         out = np.empty(len(self), dtype=np.int32)
         for k, file in enumerate(self.files):
             start = int(self._offsets[k])
-            for j, row_id in enumerate(self._ids[k].tolist()):
+            for j, row_id in enumerate(self._ids[k]):
                 out[start + j] = len(_read_row(file, row_id).numbers)
                 self.rows_read += 1
         if path is not None:
@@ -203,13 +207,18 @@ def lazy_splits(
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError("val_fraction and test_fraction must be in [0, 1) with a sum below 1")
-    uids = [db.uid(i) for i in range(len(db))]
-    u = np.array([uid_unit(x, _HOLDOUT_SALT) for x in uids])
+    n = len(db)  # uids are made on the fly: memory is a few float64/int64 arrays of n, never n strings
+    u = np.fromiter((uid_unit(db.uid(i), _HOLDOUT_SALT) for i in range(n)), dtype=np.float64, count=n)
     val = np.flatnonzero(u < val_fraction)
     test = np.flatnonzero((u >= val_fraction) & (u < val_fraction + test_fraction))
     pool = np.flatnonzero(u >= val_fraction + test_fraction)
+    del u
     salt = f"{_ORDER_SALT}:{order_seed}"
-    order = pool[np.argsort([uid_unit(uids[i], salt) for i in pool], kind="stable")]
+    keys = np.fromiter((uid_unit(db.uid(int(i)), salt) for i in pool), dtype=np.float64, count=len(pool))
+    order = pool[np.argsort(keys, kind="stable")]
+    del keys
+    index = np.int32 if n < 2**31 else np.int64  # OMat24's 10⁸ rows fit int32: half the memory
+    val, test, order = val.astype(index), test.astype(index), order.astype(index)
     if train_size:
         if train_size > len(order):
             raise DataError(f"train_size {train_size} exceeds the {len(order)} structures of the training pool")

@@ -486,6 +486,21 @@ class _Trial:
         if self._test_records:
             test_set = cached_graph_dataset(self._test_records, self._spec, self._cache)
             out.update(self._evaluate_on(test_set, "test"))
+        if self.config.probes.enabled and self.is_main:
+            out.update(self._probe())
+        return out
+
+    def _probe(self) -> dict[str, float]:
+        """Physical probes (engine.loop.probes) of the final weights on validation structures; their time is
+        kept out of ``wall_s`` (the caller adds the epoch's elapsed time, probes included)."""
+        from engine.loop.probes import probe_model
+
+        t0 = time.perf_counter()
+        ctx = self.ema.swapped(self.model) if self.ema is not None else contextlib.nullcontext()
+        with ctx:  # the copy takes the weights in use (the EMA average when on)
+            out = probe_model(self.model, self.val_set.records, self.config.probes,
+                              emt_labels=self.config.data.path is None, seed=self.config.seed, device=self.device)
+        self.wall_s -= time.perf_counter() - t0
         return out
 
     # -- the loop ------------------------------------------------------------------------

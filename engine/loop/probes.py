@@ -14,6 +14,10 @@ structures and log them beside its losses:
   [eV/Å] (how relaxed the structure truly is) and |E_model − E_reference| per atom [meV/atom].
 
 Medians over structures are reported, so one pathological cell does not decide the number.
+
+The loop (``probes: {enabled: true}``) calls :func:`probe_model` after the test-split evaluation of a
+trial's last report, on a float64 copy of the trained weights (the EMA average when on), with EMT as
+the reference when the data is the embedded EMT set; the metrics land in that last report.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ NVE_STABLE = "probe_nve_stable_fraction"
 RELAX_MAX_FORCE = "probe_relax_ref_max_force_ev_per_a"  # reference calculator's max |F| at the model's minimum
 RELAX_ENERGY_ERROR = "probe_relax_energy_error_mev_per_atom"
 PROBE_METRICS = (NVE_DRIFT, NVE_STABLE, RELAX_MAX_FORCE, RELAX_ENERGY_ERROR)
+PROBE_WALL_S = "probe_wall_s"  # seconds the probes took (kept out of the trial's wall_s)
+PROBE_STRUCTURES = "probe_structures"  # how many structures were probed
 
 
 @dataclass
@@ -120,3 +126,41 @@ def run_probes(
         RELAX_MAX_FORCE: _nanmedian(forces),
         RELAX_ENERGY_ERROR: _nanmedian(errors),
     }
+
+
+def emt_reference():
+    """The embedded dataset's labeller: ASE's EMT (engine.data.emt labels with the same potential)."""
+    from ase.calculators.emt import EMT
+
+    return EMT()
+
+
+def probe_model(
+    model,
+    records: Sequence[Record],
+    config: ProbeConfig,
+    emt_labels: bool,
+    seed: int = 0,
+    device: object = "cpu",
+) -> dict[str, float]:
+    """:func:`run_probes` of a trained :class:`~models.base.Potential`, on a float64 copy of it.
+
+    ``model`` is left as it is (dtype, mode, weights); ``emt_labels`` says the labels came from EMT
+    (the embedded dataset), which then scores the relaxation. Adds :data:`PROBE_WALL_S` and
+    :data:`PROBE_STRUCTURES` to the metrics.
+    """
+    import copy
+    import time
+
+    import torch
+
+    from models.calculator import EngineCalculator
+
+    t0 = time.perf_counter()
+    twin = copy.deepcopy(model).to(dtype=torch.float64)
+    twin.eval()
+    out = run_probes(lambda: EngineCalculator(twin, device=device), records, config,
+                     reference=emt_reference if emt_labels else None, seed=seed)
+    out[PROBE_STRUCTURES] = float(min(config.structures, sum(1 for r in records if bool(np.all(r.pbc)))))
+    out[PROBE_WALL_S] = time.perf_counter() - t0
+    return out

@@ -181,8 +181,30 @@ def reference_blocks(summary: dict) -> list[Block]:
                    + ", ".join(f"{k} {fmt(v)}" for k, v in ref["naive_val_loss"].items()) + "."),
     ]
     if summary["baselines"]:
-        blocks.append(Block("p", "Naive baselines logged with this sweep: "
-                                 + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(summary["baselines"].items())) + "."))
+        blocks += baseline_blocks(summary["baselines"], summary.get("metrics") or [])
+    return blocks
+
+
+def baseline_blocks(baselines: dict[str, float], metrics: list[str]) -> list[Block]:
+    """The sweep's naive baselines (parent-run ``baseline_<name>_<metric>``) as a name × metric table."""
+    names: dict[str, dict[str, float]] = {}
+    other = {}
+    for key, value in baselines.items():
+        cut = min((i for i in (key.find("_val_"), key.find("_test_")) if i > len("baseline")), default=-1)
+        if not key.startswith("baseline_") or cut < 0:
+            other[key] = value
+            continue
+        names.setdefault(key[len("baseline_"):cut].replace("_", " "), {})[key[cut + 1:]] = value
+    found = {m for v in names.values() for m in v}
+    cols = [m for m in metrics if m in found] + sorted(found - set(metrics))
+    blocks = [Block("p", "Naive baselines on this sweep's own validation set (parent-run metrics "
+                         "baseline_<name>_<metric>; dotted reference lines in the plots of that metric):")]
+    if names:
+        blocks.append(Block("table", header=["baseline", *cols],
+                            rows=[[n, *[fmt(v.get(m)) for m in cols]] for n, v in sorted(names.items())]))
+    if other:
+        blocks.append(Block("p", "Other baseline metrics: "
+                                 + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(other.items())) + "."))
     return blocks
 
 
@@ -219,7 +241,7 @@ def protocol_blocks(summary: dict) -> list[Block]:
     blocks = []
     trials = summary.get("trials") or []
     rule = summary.get("budget_rule")
-    epochs = sorted({fmt(t[M.EPOCHS_RUN], 3) for t in trials if t.get(M.EPOCHS_RUN) is not None})
+    epochs = [fmt(e, 3) for e in sorted({t[M.EPOCHS_RUN] for t in trials if t.get(M.EPOCHS_RUN) is not None})]
     if rule:
         blocks.append(Block("p", f"Budget rule: {rule}. Epochs each trial ran (passes over its training subset): "
                                  f"{', '.join(epochs) or '—'}; per trial in the Trials table."))

@@ -1,8 +1,11 @@
 """A trial's training data as an MLflow dataset input (the UI's "Datasets" column and filter).
 
 Each trial run gets one input: the dataset's source (a file or folder, or the embedded EMT generator
-with its seed and size), a digest of what it holds (the uids of the whole pool, so two trials with the
-same digest trained on the same structures), and tags naming the training subset and the split sizes.
+with its seed and size), a digest of the structures the sweep's trials train and are scored on (the
+uids of the largest training subset, which holds every smaller one, and of the validation and test
+splits: two runs with the same digest saw the same structures), and tags naming the training subset
+and the split sizes. The sweep driver computes it once (:mod:`engine.sweep.shared_data`) and the
+tracker logs it on every trial run it creates.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def digest_of(uids: list[str]) -> str:
 
 
 def describe(data: dict, pool_uids: list[str], n_train_pool: int, n_val: int, n_test: int) -> DatasetInfo:
-    """``data`` is a trial config's ``data`` section (a dict)."""
+    """``data`` is a trial config's ``data`` section (a dict); ``pool_uids`` the structures' uids (any order)."""
     path = data.get("path")
     if path:
         source = str(Path(path).resolve())

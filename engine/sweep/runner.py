@@ -48,6 +48,11 @@ class SweepOptions:
     max_failures: int = 2  # Tune retries of a trial whose worker died (each resumes from its checkpoint)
     report: bool = True  # run engine.report.build at the end when it exists
     progress_interval_s: float = 10.0
+    # how often a trial samples CPU/memory/GPU use for MLflow's system metrics (0 = off; engine.sweep.sysmetrics)
+    system_metrics_interval_s: float = field(
+        default_factory=lambda: float(os.environ.get("ENGINE_SYSTEM_METRICS_INTERVAL_S", "10"))
+    )
+    register: bool = True  # register the best trial of each size in MLflow's Model Registry (engine.sweep.registry)
     callbacks: list = field(default_factory=list)  # extra Tune callbacks (tests, tooling)
     stream: TextIO | None = None  # where progress goes (stdout)
 
@@ -135,7 +140,8 @@ def resolve_storage(options: SweepOptions, sweep_dir: Path) -> TrialStorage:
     return TrialStorage(location or saved or str(sweep_dir))
 
 
-def trial_spec_dict(spec: TrialSpec, space: SearchSpace, storage: TrialStorage, start_timeout_s: float = 60.0) -> dict:
+def trial_spec_dict(spec: TrialSpec, space: SearchSpace, storage: TrialStorage, start_timeout_s: float = 60.0,
+                    system_metrics_interval_s: float = 10.0) -> dict:
     """The ``trial`` entry of a Tune config: id, resolved TrialConfig, storage, resources."""
     config = spec.config.to_dict()
     if not config["data"].get("cache_dir"):
@@ -148,6 +154,7 @@ def trial_spec_dict(spec: TrialSpec, space: SearchSpace, storage: TrialStorage, 
         "trials_dir": storage.uri("trials"),
         "resources": dataclasses.asdict(space.resources),
         "start_timeout_s": start_timeout_s,  # how long a DDP trial waits for its workers' resources
+        "system_metrics_interval_s": system_metrics_interval_s,  # engine.sweep.sysmetrics (0 = off)
     }
 
 
@@ -444,6 +451,7 @@ def _share_data(specs: list[TrialSpec], sweep_dir: Path, tracker: Any, stream: T
     for s in specs:
         s.config.data.normalization_file = shared.normalization_file
     tracker.log_parent(metrics=shared.baselines, params={"budget_rule": shared.budget_rule})
+    tracker.dataset = shared.dataset  # each trial run gets it as an MLflow dataset input (engine.sweep.datasets)
 
 
 def _exists_error(name: str, sweep_dir: Path) -> ConfigError:
@@ -533,12 +541,13 @@ def _run_locked(
         # a queued DDP trial on an autoscaling cluster waits for nodes that take minutes to boot
         start_timeout_s = 60.0 if local else 1800.0
         if tuner_factory is not None:
-            base = trial_spec_dict(specs[0], space, storage, start_timeout_s)
+            base = trial_spec_dict(specs[0], space, storage, start_timeout_s, options.system_metrics_interval_s)
             tuner = tuner_factory(trainable, base, tune_kwargs, run_config)
             # a searcher's own ASHA decides which trials stop early: the ledger must ask that one
             ledger.scheduler = getattr(tuner_factory, "scheduler", None)
         elif todo:
-            grid = [trial_spec_dict(s, space, storage, start_timeout_s) for s in todo]
+            grid = [trial_spec_dict(s, space, storage, start_timeout_s, options.system_metrics_interval_s)
+                    for s in todo]
             param_space = {"trial": tune.grid_search(grid)}
             if scheduler is not None:
                 tune_kwargs["scheduler"] = scheduler
@@ -576,9 +585,35 @@ def _run_locked(
             "trials_diverged": sum(1 for t in result.trials.values() if t["status"] == "diverged"),
         },
     )
+    if options.register and parent_id:
+        _register(tracker, options.name, stream)
     tracker.end_parent("KILLED" if interrupted else "FINISHED")
     (sweep_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
     return result
+
+
+def _register(tracker: Any, name: str, stream: TextIO) -> None:
+    """Register the best finished trial of each model size (engine.sweep.registry); say what, on stdout and
+    as parent-run tags. A store without a Model Registry (a file store) is a warning, not a failed sweep."""
+    from mlflow.exceptions import MlflowException
+
+    from engine.sweep.registry import register_best
+
+    try:
+        versions = register_best(tracker.uri, name, tracker.experiment_id)
+    except MlflowException as exc:
+        print(f"registry: nothing registered ({str(exc).strip().splitlines()[0][:200]})", file=stream)
+        return
+    if not versions:
+        print("registry: no finished trial with artifacts to register", file=stream)
+        return
+    listed = ", ".join(f"{v.size} → version {v.version} (val_loss {v.val_loss:.4g})" for v in versions)
+    print(f"registry: model {versions[0].name!r}: {listed}; load one with "
+          f"EngineCalculator('models:/{versions[0].name}/{versions[-1].version}')", file=stream)
+    tracker.log_parent(tags={
+        "engine.registered_model": versions[0].name,
+        "engine.registered_versions": ",".join(f"{v.size}:{v.version}" for v in versions),
+    })
 
 
 def reconcile(tracker: Any, storage: TrialStorage, done: dict[str, str], stream: TextIO) -> dict[str, str]:

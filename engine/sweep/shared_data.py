@@ -11,6 +11,8 @@
   as ``baseline_<name>_<metric>``.
 - The budget rule (``budget_rule`` on the parent run): ``epochs=N``, ``steps=N`` or
   ``early_stop(...)``.
+- The dataset as an MLflow input (:mod:`engine.sweep.datasets`): source, a digest of the structures
+  the trials train and are scored on, and the split sizes, from the splits loaded here.
 
 A resumed sweep reuses the saved files, so its trials keep the units they started in.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from engine.config import TrialConfig
+from engine.sweep.datasets import DatasetInfo, describe
 
 NORMALIZATION_FILE = "normalization.json"
 BASELINES_FILE = "baselines.json"
@@ -37,6 +40,7 @@ class SharedData:
     budget_rule: str
     normalization_file: str | None = None
     baselines: dict[str, float] = field(default_factory=dict)
+    dataset: DatasetInfo | None = None  # None when the driver cannot read the data (cluster-only path)
 
 
 def budget_rule(config: TrialConfig) -> str:
@@ -66,6 +70,9 @@ def prepare_shared_data(configs: list[TrialConfig], sweep_dir: Path, stream: Tex
     sizes = [c.data.train_size for c in configs]
     largest = None if any(not n for n in sizes) else max(int(n) for n in sizes if n)
     splits = load_splits(dataclasses.replace(data, train_size=largest, normalization_file=None), progress=False)
+    # the largest training subset holds every smaller one (nested), so these uids are all a trial sees
+    uids = [r.uid for part in (splits.train, splits.val, splits.test) for r in part]
+    shared.dataset = describe(dataclasses.asdict(data), uids, splits.pool_size, len(splits.val), len(splits.test))
     norm_path = sweep_dir / NORMALIZATION_FILE
     if norm_path.exists():
         norm = Normalization.load(norm_path)

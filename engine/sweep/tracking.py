@@ -200,6 +200,7 @@ class SweepTracker:
         self._last_step: dict[str, int] = {}  # run_id -> last epoch logged
         self._logged_params: dict[str, set[str]] = {}
         self._run_dirs: dict[str, Path] = {}  # trial_id -> its run folder (from the checkpoint path)
+        self.dataset = None  # engine.sweep.datasets.DatasetInfo: logged as an input of each new trial run
 
     # -- lookups ---------------------------------------------------------------------
     def _search(self, filter_string: str) -> list:
@@ -274,6 +275,10 @@ class SweepTracker:
                 run = self.client.create_run(self.experiment_id, tags=tags, run_name=trial_id)
                 run_id = run.info.run_id
                 self._last_step[run_id] = -1
+                if self.dataset is not None:
+                    from engine.sweep.datasets import log_dataset
+
+                    log_dataset(self.client, run_id, self.dataset, params.get("data.train_size"))
             self._children[trial_id] = run_id
         self.client.update_run(run_id, status="RUNNING")
         self.client.set_tag(run_id, "engine.status", "running")

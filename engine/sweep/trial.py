@@ -12,10 +12,16 @@ controller costs ~15 s to start, DESIGN.md Ray note 3). A trial with ``workers >
 :class:`ray.train.torch.TorchTrainer` (gloo on CPU, NCCL on GPU) inside the function trainable,
 because Train V2 trainers cannot be passed to a Tuner (Ray note 1); workers report with
 ``ray.train.report`` and ``TuneReportCallback`` forwards rank 0's metrics to Tune.
+
+While it trains, the trial's process (rank 0 of a DDP trial) samples CPU, memory and GPU use
+(:class:`engine.sweep.sysmetrics.SystemSampler`, every ``system_metrics_interval_s`` of the spec,
+default 10 s; 0 turns it off) and merges the averages since the previous report into each report,
+under MLflow's ``system/...`` names: the driver logs them to the trial's run like any metric.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.sweep.storage import TrialStorage, check_trial_storage
+from engine.sweep.sysmetrics import DEFAULT_INTERVAL_S, SystemSampler
 
 ATTEMPT_FILE = "attempts.json"
 DONE_FILE = "sweep_status.json"  # written by the driver when a trial ends (completed or stopped)
@@ -66,17 +73,19 @@ def _resume_info(run_dir: Path) -> dict[str, float]:
 class TuneReporter:
     """The loop's Reporter inside a one-worker Tune trial: push the checkpoint to storage, then ``tune.report``."""
 
-    def __init__(self, extra: dict[str, Any], storage: TrialStorage | None = None, trial_id: str = "") -> None:
+    def __init__(self, extra: dict[str, Any], storage: TrialStorage | None = None, trial_id: str = "",
+                 sampler: SystemSampler | None = None) -> None:
         self.extra = dict(extra)
         self.storage = storage
         self.trial_id = trial_id
+        self.sampler = sampler  # system metrics merged into every report
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None = None) -> None:
         from ray import tune
 
         if self.storage is not None and checkpoint_dir:
             self.storage.push(self.trial_id, checkpoint_dir)
-        tune.report({**metrics, **self.extra})
+        tune.report({**metrics, **self.extra, **_system(self.sampler)})
 
 
 class TrainReporter:
@@ -84,17 +93,29 @@ class TrainReporter:
 
     all_ranks = True  # the loop calls it on every rank, not only rank 0
 
-    def __init__(self, extra: dict[str, Any], storage: TrialStorage | None = None, trial_id: str = "") -> None:
+    def __init__(self, extra: dict[str, Any], storage: TrialStorage | None = None, trial_id: str = "",
+                 sampler: SystemSampler | None = None) -> None:
         self.extra = dict(extra)
         self.storage = storage
         self.trial_id = trial_id
+        self.sampler = sampler  # rank 0's system metrics (the rank whose report reaches Tune)
 
     def report(self, metrics: dict[str, float], checkpoint_dir: str | None = None) -> None:
         import ray.train
 
         if self.storage is not None and checkpoint_dir and ray.train.get_context().get_world_rank() == 0:
             self.storage.push(self.trial_id, checkpoint_dir)  # rank 0 writes the checkpoint
-        ray.train.report({**metrics, **self.extra})
+        ray.train.report({**metrics, **self.extra, **_system(self.sampler)})
+
+
+def _system(sampler: SystemSampler | None) -> dict[str, float]:
+    return sampler.averages() if sampler is not None else {}
+
+
+def system_sampler(spec: dict) -> contextlib.AbstractContextManager[SystemSampler | None]:
+    """The trial's :class:`SystemSampler` (every ``system_metrics_interval_s``), or None when that is ≤ 0."""
+    interval = float(spec.get("system_metrics_interval_s", DEFAULT_INTERVAL_S))
+    return SystemSampler(interval) if interval > 0 else contextlib.nullcontext()
 
 
 def _trial_config(spec: dict):
@@ -123,8 +144,9 @@ def _train_worker(loop_config: dict) -> None:
     dist = DistContext(rank=rank, world_size=ctx.get_world_size(), device=device)
     where = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     storage.write_text(f"trials/{spec['trial_id']}/workers/rank{rank}.json", json.dumps(where) + "\n")
-    reporter = TrainReporter(loop_config["extra"], storage, spec["trial_id"])
-    run_trial(cfg, run_dir, reporter=reporter, dist=dist)
+    with system_sampler(spec) if rank == 0 else contextlib.nullcontext() as sampler:
+        reporter = TrainReporter(loop_config["extra"], storage, spec["trial_id"], sampler)
+        run_trial(cfg, run_dir, reporter=reporter, dist=dist)
 
 
 def _run_ddp(spec: dict, extra: dict[str, Any]) -> None:
@@ -213,4 +235,5 @@ def tune_trainable(config: dict) -> None:
 
     cfg = _trial_config(spec)
     cfg.threads = cfg.threads or max(1, int(spec["resources"].get("cpus_per_worker", 1)))
-    run_trial(cfg, run_dir, reporter=TuneReporter(extra, storage, trial_id))
+    with system_sampler(spec) as sampler:
+        run_trial(cfg, run_dir, reporter=TuneReporter(extra, storage, trial_id, sampler))

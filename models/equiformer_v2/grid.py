@@ -84,7 +84,6 @@ class SphereGrid:
         _, from_grid = self.matrices(g)
         return torch.matmul(from_grid, g)
 
-
     def silu_rest(self, x: torch.Tensor) -> torch.Tensor:
         """(n, R, C) → (n, R−1, C): coefficients of SiLU of the grid values, every slot but l = 0 (slot 0)."""
         c = self._const.get(_compute_dtype(x), x.device)

@@ -94,8 +94,12 @@ def test_mixed_periodicity_is_a_data_error(tmp_path):
     import ase.io
     from ase.build import fcc111
 
+    from ase.calculators.emt import EMT
+
     slab = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)  # pbc = (True, True, False)
     slab.info.clear()
+    slab.calc = EMT()  # labelled, so the periodicity check (not the no-labels one) is what fails
+    slab.get_potential_energy()
     path = tmp_path / "slab.extxyz"
     ase.io.write(path, slab, format="extxyz")
     with pytest.raises(DataError, match=r"slab\.extxyz:0.*full 3D periodicity"):

@@ -52,3 +52,38 @@ def test_a_heating_model_is_unstable_and_no_reference_gives_nan() -> None:
     assert out[probes.NVE_STABLE] == 0.0
     assert np.isnan(out[probes.NVE_DRIFT])  # no stable run to take a drift from
     assert np.isnan(out[probes.RELAX_MAX_FORCE]) and np.isnan(out[probes.RELAX_ENERGY_ERROR])
+
+
+def test_the_loop_probes_its_final_weights_in_the_last_report_only(tmp_path) -> None:
+    """probes.enabled: the last report carries the probe metrics; the trained model and every other number
+    are those of the same trial without probes (the probes run on a float64 copy)."""
+    from engine.config import DataConfig, OptimConfig, TrialConfig
+    from engine.loop.loop import run_trial
+    from tests.loop.conftest import TinySplits, emt_records
+
+    records = emt_records(30, seed=4)
+    splits = TinySplits(train=records[:20], val=records[20:25], test=records[25:], pool_size=20)
+
+    class Rows:
+        def __init__(self) -> None:
+            self.rows: list[dict] = []
+
+        def report(self, metrics, checkpoint_dir=None):
+            self.rows.append(dict(metrics))
+
+    def config(enabled: bool) -> TrialConfig:
+        probe = ProbeConfig(enabled=enabled, structures=2, nve_steps=5, relax_steps=5)
+        return TrialConfig(model="fcn", model_config={"hidden": 16, "num_rbf": 8}, epochs=2, batch_size=4, seed=1,
+                           optim=OptimConfig(lr=3e-3, ema_decay=0.9), data=DataConfig(max_val=5), probes=probe)
+
+    on, off = Rows(), Rows()
+    run_trial(config(True), tmp_path / "on", reporter=on, splits=splits)
+    run_trial(config(False), tmp_path / "off", reporter=off, splits=splits)
+    last = on.rows[-1]
+    assert set(probes.PROBE_METRICS) | {probes.PROBE_WALL_S, probes.PROBE_STRUCTURES} <= set(last)
+    assert last[probes.PROBE_STRUCTURES] == 2.0 and 0.0 <= last[probes.NVE_STABLE] <= 1.0
+    assert np.isfinite(last[probes.RELAX_MAX_FORCE])  # data.path None: the embedded EMT set, EMT scores it
+    assert not any(k.startswith("probe_") for row in on.rows[:-1] for k in row)
+    assert not any(k.startswith("probe_") for row in off.rows for k in row)
+    for a, b in zip(on.rows, off.rows, strict=True):  # training is untouched by the probes
+        assert a["val_loss"] == b["val_loss"] and a.get("test_loss") == b.get("test_loss")

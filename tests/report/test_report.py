@@ -149,6 +149,8 @@ def test_protocol_diverged_baselines_and_test_metrics(mlflow_store, tmp_path):
     for key in ("params-tiny_val_loss_vs_n_params.png", "params-tiny_val_loss_frontier.png"):
         assert {"baseline: predict mean", "baseline: predict zero"} <= set(legends[key]), key
     assert "baseline: predict zero" in legends["params-tiny_val_forces_mae_mev_per_a_vs_n_params.png"]
+    assert "| baseline | val_loss | val_forces_mae_mev_per_a |" in md  # and tabulated, name × metric
+    assert "| predict zero | 4.5 | 2500 |" in md and "| predict mean | 3 | — |" in md
     energy = legends["params-tiny_val_energy_mae_mev_per_atom_vs_n_params.png"]
     assert not any(lab.startswith("baseline") for lab in energy)
 

@@ -98,6 +98,9 @@ class RemoveTrialNode(tune.Callback):
         self.trial_id = trial_id
         self.removed = None
 
+    def __getstate__(self):  # Tune saves its callbacks with the experiment state; the cluster handle stays here
+        return {**self.__dict__, "handle": None}
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.removed is not None or trial.config["trial"]["trial_id"] != self.trial_id or result["epoch"] != 1:
             return
