@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from engine.errors import UserError
+import yaml
+
+from engine.errors import ConfigError, UserError
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
@@ -19,3 +21,17 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print("interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def parse_model_overrides(items: list[str]) -> dict:
+    """``["d_model=128", "periodic=true"]`` → ``{"d_model": 128, "periodic": True}`` (YAML scalars)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-config expects KEY=VALUE, got {item!r}; e.g. --model-config d_model=128")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--model-config {item!r}: cannot parse the value ({exc}); quote it") from exc
+    return out

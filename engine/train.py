@@ -21,13 +21,10 @@ import argparse
 import time
 from pathlib import Path
 
-import yaml
-
 import models
 from engine import metrics as M
-from engine.cli import run_cli
-from engine.config import TrialConfig, load_trial_config, trial_config_from_dict
-from engine.errors import ConfigError
+from engine.cli import parse_model_overrides, run_cli
+from engine.config import TrialConfig, check_ranges, load_trial_config, trial_config_from_dict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, help="structures in the (nested) training subset; 0 = all")
     p.add_argument("--skip-bad-records", action="store_true", default=None, help="skip and count malformed records")
     p.add_argument("--epochs", type=int, help=f"default {CLI_DEFAULTS['epochs']} (without --config)")
+    p.add_argument("--steps", type=int, help="budget: this many optimizer steps (instead of --epochs)")
+    p.add_argument("--early-stop", type=int, metavar="PATIENCE", help="budget: stop after PATIENCE epochs without gain")
     p.add_argument("--lr", type=float, help=f"peak learning rate; default {CLI_DEFAULTS['optim']['lr']}")
     p.add_argument("--batch-size", type=int, help=f"structures per global batch; default {CLI_DEFAULTS['batch_size']}")
     p.add_argument("--max-atoms-per-batch", type=int, help="atom budget per global batch")
@@ -55,20 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="output folder (default: runs/<model>-<time>); an existing one resumes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-def parse_model_overrides(items: list[str]) -> dict:
-    """``["d_model=128", "periodic=true"]`` → ``{"d_model": 128, "periodic": True}`` (YAML scalars)."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--model-config expects KEY=VALUE, got {item!r}; e.g. --model-config d_model=128")
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--model-config {item!r}: cannot parse the value ({exc}); quote it") from exc
-    return out
 
 
 # Without --config, one-off runs start from a recipe tuned so that fcn and the periodic transformer
@@ -101,6 +86,9 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     values.update({k: v for k, v in top.items() if v is not None})
     if args.no_flops:
         values["count_flops"] = False
+    if args.steps is not None or args.early_stop is not None:
+        early = {"patience": args.early_stop} if args.early_stop else None
+        values["budget"] = {"steps": args.steps, "early_stop": early}
     data = {"path": args.data, "format": args.data_format, "emt_size": args.emt_size, "train_size": args.train_size}
     data["skip_bad_records"] = args.skip_bad_records
     values["data"].update({k: v for k, v in data.items() if v is not None})
@@ -111,27 +99,10 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
     if args.model is not None and base.model != args.model and not args.model_config:
         values["model_config"] = {}  # a config file's overrides belong to its own model family
     config = trial_config_from_dict(values)
-    _check_ranges(config)
+    check_ranges(config)
     # unknown model, preset or model-config key → one clear line now, before any data is read
     models.config_from_dict(config.model, config.model_config, preset=config.preset)
     return config
-
-
-def _check_ranges(config: TrialConfig) -> None:
-    checks = [
-        (config.epochs >= 1, f"epochs must be ≥ 1, got {config.epochs}; fix --epochs"),
-        (config.batch_size >= 1, f"batch_size must be ≥ 1, got {config.batch_size}; fix --batch-size"),
-        (config.max_atoms_per_batch >= 1, "max_atoms_per_batch must be ≥ 1; fix --max-atoms-per-batch"),
-        (config.optim.lr > 0, f"lr must be > 0, got {config.optim.lr}; fix --lr"),
-        (config.data.train_size is None or config.data.train_size >= 0, "train_size must be ≥ 0; fix --train-size"),
-        (
-            config.optim.ema_decay is None or 0 < config.optim.ema_decay < 1,
-            f"ema_decay must be in (0, 1), got {config.optim.ema_decay}; fix --ema-decay",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
 
 
 def main(argv: list[str] | None = None) -> int:
