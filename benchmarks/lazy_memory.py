@@ -6,7 +6,8 @@ For each size, a synthetic ``.aselmdb`` of N copies of one EMT row (written stra
 per million rows) is opened in a fresh process that indexes it (:class:`LazyAseDB`), splits it by index
 (:func:`lazy_splits`, every uid hashed) and draws 50 batches of 16 random structures through two
 DataLoader workers (records read and neighbor lists built there). Reported: the main process's resident
-set after imports and at the end (VmRSS), and the largest worker's.
+set after imports and at the end (VmRSS; RssAnon without file-backed pages), and the largest worker's
+(its RssFile is mostly LMDB's memory-mapped pages: shared page cache, reclaimable).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def make_lmdb(path: Path, n: int) -> None:
 
 CHILD = r"""
 import json, sys, numpy as np
-def rss(pid="self"):
+def rss(pid="self", field="VmRSS"):
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
 import torch
 from engine.data.graph import GraphSpec
@@ -65,9 +66,11 @@ for k, batch in enumerate(loader):
     if k == 25:
         import os
         kids = [int(p) for p in open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()]
-        workers = [rss(p) for p in kids]
+        workers = [(rss(p), rss(p, "RssAnon"), rss(p, "RssFile")) for p in kids]
+top = max(workers) if workers else (None, None, None)
 print(json.dumps({"records": len(db), "rss_after_imports_mb": base, "rss_end_mb": rss(),
-                  "worker_rss_max_mb": max(workers) if workers else None, "train": len(splits.train)}))
+                  "rss_anon_end_mb": rss("self", "RssAnon"), "worker_rss_max_mb": top[0],
+                  "worker_rss_anon_mb": top[1], "worker_rss_file_mb": top[2], "train": len(splits.train)}))
 """
 
 

@@ -277,3 +277,21 @@ def load_trial_config(path: str | Path) -> TrialConfig:
     except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot parse {p}: {exc}; fix the syntax") from exc
     return trial_config_from_dict(values or {})
+
+
+def check_ranges(config: TrialConfig) -> None:
+    """Ranges a type check cannot see (one line each, naming the ``engine.train`` flag that sets the value)."""
+    checks = [
+        (config.epochs >= 1, f"epochs must be ≥ 1, got {config.epochs}; fix --epochs"),
+        (config.batch_size >= 1, f"batch_size must be ≥ 1, got {config.batch_size}; fix --batch-size"),
+        (config.max_atoms_per_batch >= 1, "max_atoms_per_batch must be ≥ 1; fix --max-atoms-per-batch"),
+        (config.optim.lr > 0, f"lr must be > 0, got {config.optim.lr}; fix --lr"),
+        (config.data.train_size is None or config.data.train_size >= 0, "train_size must be ≥ 0; fix --train-size"),
+        (
+            config.optim.ema_decay is None or 0 < config.optim.ema_decay < 1,
+            f"ema_decay must be in (0, 1), got {config.optim.ema_decay}; fix --ema-decay",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -226,12 +226,36 @@ def lazy_splits(
     return IndexSplits(train=order, val=val, test=test, pool_size=len(pool))
 
 
-class LazyGraphDataset(torch.utils.data.Dataset):
-    """(record, neighbor graph) per index; the graph is built where ``__getitem__`` runs (a DataLoader worker)."""
+class LazySubset(Sequence[Record]):
+    """Records ``indices`` of a :class:`LazyAseDB` (a split, a nested training subset), still read on demand."""
 
-    def __init__(self, records: Sequence[Record], spec: GraphSpec) -> None:
+    def __init__(self, db: LazyAseDB, indices: Sequence[int] | np.ndarray) -> None:
+        self.db = db
+        self.indices = np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return LazySubset(self.db, self.indices[index])
+        return self.db[int(self.indices[index])]
+
+    def sizes(self, cache_dir: str | Path | None = None) -> np.ndarray:
+        return self.db.sizes(cache_dir)[self.indices]
+
+
+class LazyGraphDataset(torch.utils.data.Dataset):
+    """(record, neighbor graph) per index; the graph is built where ``__getitem__`` runs (a DataLoader worker).
+
+    Also offers :class:`~engine.data.graph.GraphDataset`'s interface (``records``, ``sizes()``,
+    ``batch()``, built synchronously), so code written for the in-memory dataset runs on it unchanged.
+    """
+
+    def __init__(self, records: Sequence[Record], spec: GraphSpec, cache_dir: str | Path | None = None) -> None:
         self.records = records
         self.spec = spec
+        self.cache_dir = cache_dir  # where atom counts are cached (see LazyAseDB.sizes)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -239,6 +263,16 @@ class LazyGraphDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Record, Graph]:
         record = self.records[index]
         return record, neighbor_graph(record, self.spec)
+
+    def sizes(self) -> np.ndarray:
+        """Atoms per structure (int64), for packing batches by an atom budget."""
+        sizes = getattr(self.records, "sizes", None)
+        if sizes is not None:
+            return np.asarray(sizes(self.cache_dir), dtype=np.int64)
+        return np.array([r.n_atoms for r in self.records], dtype=np.int64)
+
+    def batch(self, indices: Sequence[int], dtype: torch.dtype = torch.float32) -> Batch:
+        return _Collate(dtype)([self[k] for k in indices])
 
 
 class _Collate:

@@ -66,7 +66,10 @@ def nve_probe(atoms, config: ProbeConfig, seed: int) -> NveResult:
     worst = 0.0
     dyn = VelocityVerlet(atoms, timestep=config.dt_fs * units.fs, logfile=None)
     for _ in range(config.nve_steps):
-        dyn.run(1)
+        try:
+            dyn.run(1)
+        except (RuntimeError, ValueError, FloatingPointError):  # atoms flew to non-finite positions
+            return NveResult(float("nan"), False)
         total = atoms.get_potential_energy() + atoms.get_kinetic_energy()
         if not np.isfinite(total) or atoms.get_temperature() > t_max or _min_distance(atoms) < config.min_distance_a:
             return NveResult(float("nan"), False)
@@ -78,7 +81,10 @@ def relax_probe(atoms, reference: Callable[[], object] | None, config: ProbeConf
     """Relax with the model's calculator; score the result with the reference. (nan, nan) without one."""
     from ase.optimize import FIRE
 
-    FIRE(atoms, logfile=None).run(fmax=config.fmax, steps=config.relax_steps)
+    try:
+        FIRE(atoms, logfile=None).run(fmax=config.fmax, steps=config.relax_steps)
+    except (RuntimeError, ValueError, FloatingPointError):  # the model pushed atoms to non-finite positions
+        return float("nan"), float("nan")
     if reference is None:
         return float("nan"), float("nan")
     e_model = atoms.get_potential_energy()
@@ -87,6 +93,11 @@ def relax_probe(atoms, reference: Callable[[], object] | None, config: ProbeConf
     max_force = float(np.max(np.linalg.norm(ref.get_forces(), axis=1)))
     error = abs(e_model - ref.get_potential_energy()) / len(atoms) * 1000.0
     return max_force, float(error)
+
+
+def probe_records(records: Sequence[Record], config: ProbeConfig) -> list[Record]:
+    """The structures the probes run on: the first ``config.structures`` periodic ones with ≥ 2 atoms."""
+    return [r for r in records if bool(np.all(r.pbc)) and len(r.numbers) >= 2][: config.structures]
 
 
 def _nanmedian(values: Sequence[float]) -> float:
@@ -101,12 +112,14 @@ def run_probes(
     reference: Callable[[], object] | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Both probes on the first ``config.structures`` periodic records; returns the PROBE_METRICS.
+    """Both probes on the first ``config.structures`` periodic records of ≥ 2 atoms; returns the PROBE_METRICS.
+
+    (One atom in a periodic cell has no motion left once the centre of mass is fixed.)
 
     ``make_calculator`` builds an ASE calculator of the trained model (float64); ``reference``
     builds the labels' calculator, or is None when the labels came from elsewhere (DFT files).
     """
-    chosen = [r for r in records if bool(np.all(r.pbc))][: config.structures]
+    chosen = probe_records(records, config)
     drifts, stable, forces, errors = [], [], [], []
     for k, record in enumerate(chosen):
         atoms = record.to_atoms()
@@ -161,6 +174,6 @@ def probe_model(
     twin.eval()
     out = run_probes(lambda: EngineCalculator(twin, device=device), records, config,
                      reference=emt_reference if emt_labels else None, seed=seed)
-    out[PROBE_STRUCTURES] = float(min(config.structures, sum(1 for r in records if bool(np.all(r.pbc)))))
+    out[PROBE_STRUCTURES] = float(len(probe_records(records, config)))
     out[PROBE_WALL_S] = time.perf_counter() - t0
     return out

@@ -12,6 +12,7 @@ import re
 import time
 from pathlib import Path
 
+from engine import metrics as M
 from engine.fit.result import jsonable
 from engine.paths import default_tracking_uri, reports_dir
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, analyze_sweep
@@ -20,6 +21,7 @@ from engine.report.compare import comparison_blocks, comparison_summary, panels_
 from engine.report.document import document, to_markdown
 from engine.report.figures import baseline_lines, plot_axis, plot_frontier, plot_hpo, plot_isoflop
 from engine.report.html import to_html
+from engine.report.probes import plot_probes, probe_blocks, probe_summary
 
 
 def _safe(name: str) -> str:
@@ -47,6 +49,12 @@ def make_figures(analyses: list[SweepAnalysis], out_dir: Path) -> tuple[dict[str
             name = f"{_safe(s)}_loss_vs_lr.png"
             keep(f"{s}|hpo:loss_vs_lr", name, plot_hpo(h["trials"], h["range"], h["best"], out_dir / name))
             continue
+        pr = an.summary.get("probes") or {}
+        if "variable" in pr:  # physical probes beside the validation-loss law (engine.report.probes)
+            var = pr["variable"]
+            name = f"{_safe(s)}_probes_vs_{var}.png"
+            keep(f"{s}|probes:{var}", name, plot_probes(pr, an.run_points.get(M.VAL_LOSS, {}).get(var),
+                                                       an.axis_fits.get(M.VAL_LOSS, {}).get(var), out_dir / name))
         for metric, by_var in an.run_points.items():
             lines = baseline_lines(baselines, metric)  # parent-run metrics baseline_<name>_<metric>
             for var, (x, y) in by_var.items():
@@ -87,6 +95,9 @@ def build_report(
     uri = tracking_uri or default_tracking_uri()
     data = [collect_sweep(s, uri) for s in sweeps]
     analyses = [analyze_sweep(d, metrics, n_boot=n_boot, seed=seed) for d in data]
+    for d, an in zip(data, analyses, strict=True):
+        if "hpo" not in an.summary:
+            an.summary["probes"] = jsonable(probe_summary(d.frame, d.axis))
     out = Path(out_dir) if out_dir is not None else reports_dir() / "__vs__".join(_safe(s) for s in sweeps)
     out.mkdir(parents=True, exist_ok=True)
     figures, legends = make_figures(analyses, out)
@@ -101,7 +112,9 @@ def build_report(
     if several:
         fits["comparison"] = jsonable(comparison_summary(analyses))
     (out / "fits.json").write_text(json.dumps(fits, indent=1, ensure_ascii=False, allow_nan=False))
-    blocks = document(fits, figures, comparison_blocks(fits, figures) if several else None)
+    probes = {s["sweep"]: probe_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items()
+                                          if k.startswith(s["sweep"] + "|")}) for s in fits["sweeps"]}
+    blocks = document(fits, figures, comparison_blocks(fits, figures) if several else None, extra=probes)
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(blocks, out))
     if log_to_mlflow:

@@ -208,7 +208,7 @@ def baseline_blocks(baselines: dict[str, float], metrics: list[str]) -> list[Blo
     return blocks
 
 
-def sweep_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
+def sweep_blocks(summary: dict, figures: dict[str, str], extra: list[Block] | None = None) -> list[Block]:
     status = ", ".join(f"{k} {v}" for k, v in sorted(summary["status_counts"].items()))
     blocks = [
         Block("h2", f"Sweep {summary['sweep']} (axis: {summary['axis']})"),
@@ -223,6 +223,7 @@ def sweep_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
     blocks += protocol_blocks(summary)
     blocks.append(Block("h2", "Per-axis scaling laws"))
     blocks += axis_blocks(summary, figures) or [Block("p", "not available: no per-axis fit for this axis")]
+    blocks += extra or []  # beside the laws: the physical probes (engine.report.probes)
     blocks.append(Block("h2", "Compute frontier"))
     blocks += frontier_blocks(summary, figures)
     blocks.append(Block("h2", "Joint law L(N, D)"))
@@ -307,14 +308,17 @@ def hpo_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
     return blocks
 
 
-def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None = None) -> list[Block]:
-    """All blocks of a report: the ``comparison`` blocks first (several sweeps), then each sweep."""
+def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None = None,
+             extra: dict[str, list[Block]] | None = None) -> list[Block]:
+    """All blocks of a report: the ``comparison`` blocks first (several sweeps), then each sweep (with its
+    ``extra`` blocks after its per-axis laws)."""
     title = "Scaling report: " + " vs ".join(s["sweep"] for s in fits["sweeps"])
     blocks = [Block("h1", title), Block("p", f"Generated {fits['generated_utc']} by `python -m engine.report`; "
                                               "every number below is in fits.json.")]
     blocks += comparison or []
     for s in fits["sweeps"]:
-        blocks += sweep_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items() if k.startswith(s["sweep"] + "|")})
+        blocks += sweep_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items() if k.startswith(s["sweep"] + "|")},
+                               (extra or {}).get(s["sweep"]))
     return blocks
 
 

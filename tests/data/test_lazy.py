@@ -8,7 +8,7 @@ import torch
 
 from engine.data.emt import generate_records
 from engine.data.graph import GraphDataset, GraphSpec
-from engine.data.lazy import LazyAseDB, LazyGraphDataset, batch_loader, lazy_splits
+from engine.data.lazy import LazyAseDB, LazyGraphDataset, LazySubset, batch_loader, lazy_splits
 from engine.data.store import write_aselmdb
 from engine.errors import DataError
 
@@ -92,3 +92,19 @@ def test_missing_or_empty_input_is_a_clear_error(tmp_path):
         LazyAseDB(tmp_path / "nope")
     with pytest.raises(DataError, match=r"no \.aselmdb files"):
         LazyAseDB(tmp_path)
+
+
+def test_a_lazy_split_offers_the_in_memory_dataset_interface(two_files, tmp_path):
+    """``LazySubset`` + ``LazyGraphDataset``: records, sizes() and batch() as ``GraphDataset`` gives them."""
+    folder, records = two_files
+    db = LazyAseDB(folder)
+    train = lazy_splits(db, val_fraction=0.2, test_fraction=0.1).train
+    lazy = LazyGraphDataset(LazySubset(db, train), SPEC, cache_dir=tmp_path)
+    eager = GraphDataset([records[int(i)] for i in train], SPEC)
+    assert len(lazy) == len(eager) and len(lazy.records[:3]) == 3
+    np.testing.assert_array_equal(lazy.sizes(), eager.sizes())
+    idx = [2, 0, len(train) - 1]
+    got, want = lazy.batch(idx), eager.batch(idx)
+    assert torch.equal(got.edge_index, want.edge_index) and torch.equal(got.numbers, want.numbers)
+    torch.testing.assert_close(got.positions, want.positions)
+    assert got.uids == [db.uid(int(train[k])) for k in idx]
