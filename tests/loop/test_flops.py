@@ -192,3 +192,16 @@ def test_stock_counter_agrees_with_the_fast_counter():
         (out.energy.sum() + out.forces.sum() + out.stress.sum()).backward()
 
     assert count_flops(step)[1] == count_flops_reference(step)[1]
+
+
+def test_the_loop_reports_whether_flops_fell_back(tiny_splits, tmp_path):
+    from engine import metrics as M
+    from engine.config import DataConfig, TrialConfig
+    from engine.loop.loop import run_trial
+
+    cfg = TrialConfig(model="fcn", model_config={"hidden": 16, "num_rbf": 8}, epochs=1, batch_size=4,
+                      data=DataConfig(max_val=6))  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlopFallbackWarning)
+        final = run_trial(cfg, tmp_path / "run", splits=tiny_splits)
+    assert final[M.FLOPS_FALLBACK] == 0.0 and final[M.FLOPS_CUM] > 0

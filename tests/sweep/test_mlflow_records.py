@@ -35,7 +35,7 @@ SPACE = {
         "epochs": 2,
         "batch_size": 8,
         "optim": {"lr": 3e-3},
-        "data": {"emt_size": 48, "max_val": 8},
+        "data": {"emt_size": 48, "max_val": 8, "test_fraction": 0.15},  # a test split, so test_* metrics
         "probes": {"enabled": True, "structures": 2, "nve_steps": 10, "relax_steps": 10},
     },
     "resources": {"workers": 1, "cpus_per_worker": 1},
@@ -104,7 +104,7 @@ def test_every_trial_run_has_the_dataset_as_input(sweep):
         assert ds.name == "emt-seed0-n48" and "emt://seed0/n48" in ds.source and len(ds.digest) == 16
         assert tags["mlflow.data.context"] == "train" and tags["engine.train_size"] == "32"
         n_pool, n_val, n_test = int(tags["engine.train_pool"]), int(tags["engine.n_val"]), int(tags["engine.n_test"])
-        assert 0 < n_val <= 8 and n_pool >= 32 and n_pool + n_val + n_test <= 48  # max_val caps val at 8
+        assert 0 < n_val <= 8 and n_test > 0 and n_pool >= 32 and n_pool + n_val + n_test <= 48  # max_val caps val at 8
         digests.add(ds.digest)
     assert len(digests) == 1  # both sizes trained and were scored on the same structures
 
