@@ -47,6 +47,33 @@ class DataConfig:
     # first ``normalization_size`` structures of the pool's seed-0 order (None/0 = the whole pool)
     normalization_size: int | None = 10000
     normalization_file: str | None = None  # a saved fit to use (a sweep's normalization.json); None = fit
+    # streaming (engine.data.lazy): read .aselmdb rows on demand instead of loading every record; same splits,
+    # batches and graphs as in memory. num_workers: DataLoader worker processes that read rows, build neighbor
+    # lists and collate (0 = in the training process); prefetch_factor: batches each worker keeps ready
+    lazy: bool = False
+    num_workers: int = 0
+    prefetch_factor: int = 2
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0 or self.prefetch_factor < 1:
+            raise ConfigError("data.num_workers must be ≥ 0 and data.prefetch_factor ≥ 1; fix --num-workers")
+        if self.num_workers > 0 and not self.lazy:
+            raise ConfigError("data.num_workers needs data.lazy (--lazy) with an .aselmdb source; set both or neither")
+        if not self.lazy:
+            return
+        if self.path is None:
+            raise ConfigError(
+                "data.lazy reads .aselmdb files, not the embedded EMT dataset; set data.path (--data) to an .aselmdb "
+                "file or folder (python -m engine.data.convert makes them from MPtrj/Alexandria JSON) or drop --lazy"
+            )
+        if (self.format not in (None, "aselmdb")) or (
+            self.format is None and Path(self.path).suffix not in ("", ".aselmdb")
+        ):
+            raise ConfigError(
+                f"data.lazy reads only .aselmdb files, not {self.path}"
+                f"{f' (format {self.format})' if self.format else ''}; convert it (python -m engine.data.convert, "
+                "or ase.db) or drop --lazy"
+            )
 
 
 @dataclass
@@ -192,7 +219,7 @@ AMP_MODES = ("false", "true", "bf16", "fp16")  # TrialConfig.amp as text
 # dict → dataclass with validation
 
 
-def _check_type(value: object, annotation: object, where: str) -> object:
+def check_type(value: object, annotation: object, where: str) -> object:
     """Coerce/validate one value against a (simple) type annotation."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -204,7 +231,7 @@ def _check_type(value: object, annotation: object, where: str) -> object:
             if arg is type(None):
                 continue
             try:
-                return _check_type(value, arg, where)
+                return check_type(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
@@ -252,7 +279,7 @@ def from_dict(cls: type, values: dict, where: str = "config") -> object:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(sorted(names))}")
-    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    kwargs = {k: check_type(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     return cls(**kwargs)
 
 

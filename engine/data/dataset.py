@@ -93,9 +93,11 @@ def dataset_normalization(cfg: DataConfig, records: list[Record], pool: list[int
 
 def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
     """Load, validate and split the data of ``cfg``, with the dataset's normalization (module docstring)."""
-    records, source, skipped = load_records(cfg, progress=progress)
     if cfg.normalization_size is not None and cfg.normalization_size < 0:
         raise DataError(f"data.normalization_size must be ≥ 0, got {cfg.normalization_size}; fix it (0 = whole pool)")
+    if cfg.lazy:
+        return _lazy_splits(cfg)
+    records, source, skipped = load_records(cfg, progress=progress)
     idx = split_indices(
         records,
         val_fraction=cfg.val_fraction,
@@ -111,4 +113,26 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         source=source,
         skipped=skipped,
         normalization=dataset_normalization(cfg, records, idx.pool),
+    )
+
+
+def _lazy_splits(cfg: DataConfig) -> Splits:
+    """``cfg.lazy``: train/val/test as :class:`~engine.data.lazy.LazySubset` views of the .aselmdb rows (nothing
+    loaded), split by the same rule and fitted on the same reference subset as the in-memory path, which reads
+    only that subset."""
+    from engine.data.lazy import LazyAseDB, LazySubset, lazy_splits
+    from engine.paths import cache_dir
+
+    if cfg.skip_bad_records:
+        raise DataError("data.skip_bad_records needs every record read up front; drop it with data.lazy (--lazy)")
+    db = LazyAseDB(str(cfg.path), group_key=cfg.group_key)
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()
+    idx = lazy_splits(db, cfg.val_fraction, cfg.test_fraction, cfg.train_size, max_val=cfg.max_val, cache_dir=folder)
+    return Splits(
+        train=LazySubset(db, idx.train, folder),  # type: ignore[arg-type]
+        val=LazySubset(db, idx.val, folder),  # type: ignore[arg-type]
+        test=LazySubset(db, idx.test, folder),  # type: ignore[arg-type]
+        pool_size=idx.pool_size,
+        source=f"{Path(cfg.path).expanduser().resolve()} (lazy, {len(db.files)} .aselmdb file(s))",
+        normalization=dataset_normalization(cfg, db, idx.pool),  # type: ignore[arg-type]
     )

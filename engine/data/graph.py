@@ -112,15 +112,26 @@ class Batch:
     def num_atoms(self) -> int:
         return int(self.numbers.shape[0])
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Batch:
-        """Move tensors; ``dtype`` applies to floating tensors only."""
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, non_blocking: bool = False
+    ) -> Batch:
+        """Move tensors; ``dtype`` applies to floating tensors only; ``non_blocking`` overlaps a pinned copy."""
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, torch.Tensor):
-                v = v.to(device=device, dtype=dtype if (dtype is not None and v.is_floating_point()) else None)
+                floating = dtype if (dtype is not None and v.is_floating_point()) else None
+                v = v.to(device=device, dtype=floating, non_blocking=non_blocking)
             out[f.name] = v
         return Batch(**out)
+
+    def pin_memory(self) -> Batch:
+        """The same batch in page-locked host memory (a DataLoader with ``pin_memory=True`` calls this)."""
+        return Batch(**{f.name: _pinned(getattr(self, f.name)) for f in fields(self)})
+
+
+def _pinned(value: object) -> object:
+    return value.pin_memory() if isinstance(value, torch.Tensor) else value
 
 
 @dataclass

@@ -6,18 +6,19 @@ reserved keys (``nextid``, ``deleted_ids``) and decodes one row per ``__getitem_
 environments are opened lazily in the process that reads (a DataLoader worker forked or spawned
 after the dataset was built opens its own; an inherited environment is never used across
 ``fork``, as LMDB requires). Splits and nested training subsets are computed from indices and
-uids (``<file stem>:<row id>``) with the same hashes as :mod:`engine.data.splits`, without
-reading a record. Per-structure atom counts (needed to pack batches by an atom budget) are read
-once in a streaming pass and cached beside the files' fingerprint.
+uids (``<file label>:<row id>``) with the same hashes as :mod:`engine.data.splits`, without
+reading a record (unless groups are keyed). Per-structure atom counts (needed to pack batches by
+an atom budget) are read once in a streaming pass and cached beside the files' fingerprint.
 
 :class:`LazyGraphDataset` is a ``torch.utils.data.Dataset`` whose ``__getitem__`` returns a record
 and its neighbor graph, so the neighbor lists are built in the workers; :func:`batch_loader` wraps
 it in a ``DataLoader`` over pre-packed batches (``num_workers``, ``prefetch_factor``) whose
 collate makes the :class:`~engine.data.graph.Batch`.
 
-Not yet here: wiring into ``engine.loop`` (``data.lazy``/``num_workers`` in the trial config),
-group-key splits (a group key lives inside each record), pinned memory (``Batch`` has no
-``pin_memory()``), on-disk neighbor-list caches per structure.
+A trial uses it with ``data.lazy: true`` (``engine.train --lazy --num-workers N``): splits by the
+rule of :func:`engine.data.splits.split_by_keys` over the same uids (and ``data.group_key`` groups,
+read in the one pass that counts atoms) as the in-memory reader, so both give the same membership
+and order. Not yet here: on-disk neighbor-list caches per structure (workers rebuild them each epoch).
 """
 
 from __future__ import annotations
@@ -33,23 +34,40 @@ import torch
 
 from engine.data.graph import Batch, Graph, GraphSpec, collate, neighbor_graph
 from engine.data.records import Record
-from engine.data.splits import _HOLDOUT_SALT, _ORDER_SALT, uid_unit  # same hashes, same membership rule
+from engine.data.splits import split_by_keys  # the in-memory path's rule: same membership, same order
 from engine.errors import DataError
 
 
-def _lmdb_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+def _lmdb_files(paths: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """The files and their labels (uid prefixes), named as :func:`engine.data.readers.read_records` names them.
+
+    A folder gives its files in sorted order, labelled by their path inside it; a file its own name.
+    Hidden files (a converter's partial shard) and LMDB lock files are skipped; another data file in a
+    folder is an error (the in-memory reader would read it, so the two paths would see different data).
+    """
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files: list[Path] = []
-    for item in map(Path, items):
+    labels: list[str] = []
+    for item in (Path(i).expanduser() for i in items):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*.aselmdb") if p.is_file())
+            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found = [p for p in found if not p.name.endswith("-lock")]
+            other = [p for p in found if not p.name.endswith(".aselmdb")]
+            if other:
+                raise DataError(
+                    f"{other[0]} is not an .aselmdb file; data.lazy reads only .aselmdb folders: move it out, "
+                    "or drop data.lazy (--lazy) to read every format in memory"
+                )
+            files += found
+            labels += [p.relative_to(item).as_posix() for p in found]
         elif item.is_file():
             files.append(item)
+            labels.append(item.name)
         else:
             raise DataError(f"{item} does not exist; give .aselmdb files or folders holding them")
     if not files:
         raise DataError(f"no .aselmdb files under {', '.join(map(str, items))}; convert the data first")
-    return files
+    return files, labels
 
 
 # py-lmdb allows one environment per file per process, and a forked child must not use its parent's
@@ -121,14 +139,21 @@ def _read_row(path: Path, row_id: int):
 
 
 class LazyAseDB(Sequence[Record]):
-    """Random access by global index to the rows of one or more ``.aselmdb`` files, one row decoded per call."""
+    """Random access by global index to the rows of one or more ``.aselmdb`` files, one row decoded per call.
 
-    def __init__(self, paths: str | Path | Sequence[str | Path]) -> None:
-        self.files = _lmdb_files(paths)
+    uids are ``<file label>:<row id>`` as :func:`engine.data.readers.read_records` makes them (the label
+    is the file's path inside the folder given, or its name), so both paths hash the same uids.
+    ``group_key`` (``data.group_key``) names the key-value pair or data entry holding each row's split group.
+    """
+
+    def __init__(self, paths: str | Path | Sequence[str | Path], group_key: str | None = None) -> None:
+        self.files, self.labels = _lmdb_files(paths)
+        self.group_key = group_key
         # row ids from each file's nextid and deleted_ids keys only: no row is decoded
         self._ids = [_row_ids(p) for p in self.files]
         self._offsets = np.cumsum([0] + [len(i) for i in self._ids])
         self.rows_read = 0  # rows decoded by this process through this object
+        self._index: tuple[np.ndarray, np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -142,7 +167,11 @@ class LazyAseDB(Sequence[Record]):
 
     def uid(self, index: int) -> str:
         k, row_id = self.locate(index)
-        return f"{self.files[k].stem}:{row_id}"
+        return f"{self.labels[k]}:{row_id}"
+
+    def uids(self) -> Sequence[str]:
+        """Every uid, made on demand (never n strings at once)."""
+        return _Uids(self)
 
     def __getitem__(self, index):  # type: ignore[override]
         from engine.data.store import row_to_record
@@ -152,7 +181,25 @@ class LazyAseDB(Sequence[Record]):
         k, row_id = self.locate(int(index))
         row = _read_row(self.files[k], row_id)
         self.rows_read += 1
-        return row_to_record(row, f"{self.files[k].stem}:{row_id}")
+        uid = f"{self.labels[k]}:{row_id}"
+        record = row_to_record(row, uid)
+        if self.group_key is not None:
+            record.group = self._group(row, uid)
+        record.validate(where=str(self.files[k]))
+        if np.any(record.pbc) and not np.all(record.pbc):
+            raise DataError(
+                f"record {uid!r} in {self.files[k]} is periodic along {record.pbc.tolist()} only; neighbor lists "
+                "need full 3D periodicity or none: add vacuum and set pbc=True"
+            )
+        return record
+
+    def _group(self, row, uid: str) -> str:
+        from engine.data.readers import _BadRecordError, _group_of
+
+        try:
+            return _group_of(row, str(self.group_key))
+        except _BadRecordError as exc:
+            raise DataError(f"record {uid!r}: {exc}") from exc
 
     # -- without reading records ---------------------------------------------------------
     def fingerprint(self) -> str:
@@ -164,32 +211,92 @@ class LazyAseDB(Sequence[Record]):
         return h.hexdigest()[:16]
 
     def sizes(self, cache_dir: str | Path | None = None) -> np.ndarray:
-        """Atoms of every record (int32), by one streaming pass; cached as ``sizes-<fingerprint>.npy``."""
-        path = Path(cache_dir) / f"sizes-{self.fingerprint()}.npy" if cache_dir is not None else None
+        """Atoms of every record (int32), from :meth:`index`."""
+        return self.index(cache_dir)[0]
+
+    def groups(self, cache_dir: str | Path | None = None) -> np.ndarray | None:
+        """Split group of every record (UTF-8 bytes), from :meth:`index`; None without a ``group_key``."""
+        return self.index(cache_dir)[1]
+
+    def index(self, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(atoms per record, split groups or None) by one streaming pass over the rows, kept on this object and
+        cached as ``index-<fingerprint>[-<group key hash>].npz`` in ``cache_dir``."""
+        if self._index is not None:
+            return self._index
+        tag = self.fingerprint()
+        if self.group_key is not None:
+            tag += "-" + hashlib.sha256(self.group_key.encode()).hexdigest()[:8]
+        path = Path(cache_dir) / f"index-{tag}.npz" if cache_dir is not None else None
         if path is not None and path.is_file():
-            return np.load(path)
-        out = np.empty(len(self), dtype=np.int32)
+            with np.load(path, allow_pickle=False) as z:
+                self._index = (z["sizes"], z.get("groups"))
+            return self._index
+        sizes = np.empty(len(self), dtype=np.int32)
+        groups: list[bytes] | None = [] if self.group_key is not None else None
         for k, file in enumerate(self.files):
             start = int(self._offsets[k])
             for j, row_id in enumerate(self._ids[k]):
-                out[start + j] = len(_read_row(file, row_id).numbers)
+                row = _read_row(file, row_id)
+                sizes[start + j] = len(row.numbers)
+                if groups is not None:
+                    groups.append(self._group(row, f"{self.labels[k]}:{row_id}").encode())
                 self.rows_read += 1
+        group_array = np.array(groups, dtype=np.bytes_) if groups is not None else None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, out)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+            arrays = {"sizes": sizes, **({"groups": group_array} if group_array is not None else {})}
+            np.savez(tmp, **arrays)
             os.replace(tmp, path)
-        return out
+        self._index = (sizes, group_array)
+        return self._index
+
+
+class _Uids(Sequence[str]):
+    """A :class:`LazyAseDB`'s uids as a sequence, each made when asked."""
+
+    def __init__(self, db: LazyAseDB) -> None:
+        self.db = db
+
+    def __len__(self) -> int:
+        return len(self.db)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.db.uid(int(index))
+
+    def __iter__(self):
+        for k, ids in enumerate(self.db._ids):
+            label = self.db.labels[k]
+            for row_id in ids:
+                yield f"{label}:{int(row_id)}"
+
+
+class _Decoded(Sequence[str]):
+    """Byte strings (a cached group array) read as str, one at a time."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return bytes(self.values[int(index)]).decode()
+
+    def __iter__(self):
+        return (bytes(v).decode() for v in self.values)
 
 
 @dataclass
 class IndexSplits:
-    """Indices into a :class:`LazyAseDB`: train (a nested prefix of the pool's seeded order), val, test."""
+    """Indices into a :class:`LazyAseDB`: train (a nested prefix of the pool's seeded order), val, test, the
+    pool in that order (``train`` is a prefix of it)."""
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     pool_size: int
+    pool: np.ndarray | None = None
 
 
 def lazy_splits(
@@ -198,51 +305,46 @@ def lazy_splits(
     test_fraction: float = 0.05,
     train_size: int | None = None,
     order_seed: int = 0,
+    max_val: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> IndexSplits:
-    """Hash splits by uid (each structure its own group: group keys live inside the records), no record read.
-
-    Same rule as :func:`engine.data.splits.split_indices`: SHA-256 of the uid below ``val_fraction``
-    → validation, below ``val_fraction + test_fraction`` → test; the pool ordered by a seeded second
-    hash, ``train_size`` a prefix of it, so smaller training sets are subsets of larger ones.
+    """Hash splits by group, the rule of :func:`engine.data.splits.split_indices` (one function:
+    :func:`~engine.data.splits.split_by_keys`), so the in-memory reader of the same files gives the same
+    membership and order. Without ``db.group_key`` no record is read (each structure is its own group);
+    with one, the groups come from :meth:`LazyAseDB.index` (one pass, cached in ``cache_dir``).
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise DataError("val_fraction and test_fraction must be in [0, 1) with a sum below 1")
-    n = len(db)  # uids are made on the fly: memory is a few float64/int64 arrays of n, never n strings
-    u = np.fromiter((uid_unit(db.uid(i), _HOLDOUT_SALT) for i in range(n)), dtype=np.float64, count=n)
-    val = np.flatnonzero(u < val_fraction)
-    test = np.flatnonzero((u >= val_fraction) & (u < val_fraction + test_fraction))
-    pool = np.flatnonzero(u >= val_fraction + test_fraction)
-    del u
-    salt = f"{_ORDER_SALT}:{order_seed}"
-    keys = np.fromiter((uid_unit(db.uid(int(i)), salt) for i in pool), dtype=np.float64, count=len(pool))
-    order = pool[np.argsort(keys, kind="stable")]
-    del keys
-    index = np.int32 if n < 2**31 else np.int64  # OMat24's 10⁸ rows fit int32: half the memory
-    val, test, order = val.astype(index), test.astype(index), order.astype(index)
-    if train_size:
-        if train_size > len(order):
-            raise DataError(f"train_size {train_size} exceeds the {len(order)} structures of the training pool")
-        order = order[:train_size]
-    return IndexSplits(train=order, val=val, test=test, pool_size=len(pool))
+    groups = db.groups(cache_dir) if db.group_key is not None else None
+    uids = db.uids()
+    parts = split_by_keys(
+        _Decoded(groups) if groups is not None else uids,
+        uids,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        train_size=train_size,
+        max_val=max_val,
+        order_seed=order_seed,
+    )
+    return IndexSplits(train=parts.train, val=parts.val, test=parts.test, pool_size=parts.pool_size, pool=parts.pool)
 
 
 class LazySubset(Sequence[Record]):
     """Records ``indices`` of a :class:`LazyAseDB` (a split, a nested training subset), still read on demand."""
 
-    def __init__(self, db: LazyAseDB, indices: Sequence[int] | np.ndarray) -> None:
+    def __init__(self, db: LazyAseDB, indices: Sequence[int] | np.ndarray, cache_dir: str | Path | None = None) -> None:
         self.db = db
-        self.indices = np.asarray(indices)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.cache_dir = cache_dir  # where the index (atom counts, groups) is cached
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
-            return LazySubset(self.db, self.indices[index])
+            return LazySubset(self.db, self.indices[index], self.cache_dir)
         return self.db[int(self.indices[index])]
 
     def sizes(self, cache_dir: str | Path | None = None) -> np.ndarray:
-        return self.db.sizes(cache_dir)[self.indices]
+        return self.db.sizes(cache_dir if cache_dir is not None else self.cache_dir)[self.indices]
 
 
 class LazyGraphDataset(torch.utils.data.Dataset):
@@ -256,6 +358,7 @@ class LazyGraphDataset(torch.utils.data.Dataset):
         self.records = records
         self.spec = spec
         self.cache_dir = cache_dir  # where atom counts are cached (see LazyAseDB.sizes)
+        self._sizes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -265,11 +368,19 @@ class LazyGraphDataset(torch.utils.data.Dataset):
         return record, neighbor_graph(record, self.spec)
 
     def sizes(self) -> np.ndarray:
-        """Atoms per structure (int64), for packing batches by an atom budget."""
-        sizes = getattr(self.records, "sizes", None)
-        if sizes is not None:
-            return np.asarray(sizes(self.cache_dir), dtype=np.int64)
-        return np.array([r.n_atoms for r in self.records], dtype=np.int64)
+        """Atoms per structure (int64), for packing batches by an atom budget (computed once)."""
+        if self._sizes is None:
+            sizes = getattr(self.records, "sizes", None)
+            if sizes is not None:
+                self._sizes = np.asarray(sizes(self.cache_dir), dtype=np.int64)
+            else:
+                self._sizes = np.array([r.n_atoms for r in self.records], dtype=np.int64)
+        return self._sizes
+
+    def atom_counts(self, indices: Sequence[int]) -> list[int]:
+        """Atoms of structures ``indices`` without reading them (DDP shards batches by atoms)."""
+        sizes = self.sizes()
+        return [int(sizes[k]) for k in indices]
 
     def batch(self, indices: Sequence[int], dtype: torch.dtype = torch.float32) -> Batch:
         return _Collate(dtype)([self[k] for k in indices])
@@ -291,10 +402,12 @@ def batch_loader(
     num_workers: int = 2,
     prefetch_factor: int = 4,
     dtype: torch.dtype = torch.float32,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader yielding one :class:`Batch` per entry of ``batches`` (e.g. from ``pack_batches``), in order.
 
-    Workers read records, build neighbor lists and collate while the training process steps.
+    Workers read records, build neighbor lists and collate while the training process steps;
+    ``pin_memory`` (for a CUDA device) pins each batch (:meth:`Batch.pin_memory`) so its copy can overlap.
     """
     kwargs = {"prefetch_factor": prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
     return torch.utils.data.DataLoader(
@@ -302,5 +415,6 @@ def batch_loader(
         batch_sampler=[list(b) for b in batches],
         num_workers=num_workers,
         collate_fn=_Collate(dtype),
+        pin_memory=pin_memory,
         **kwargs,
     )

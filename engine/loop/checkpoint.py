@@ -44,6 +44,8 @@ __all__ = [
 
 # Trial-config keys that may change between a run and its resume (they do not alter the result).
 RESUMABLE_CHANGES = frozenset({"device", "threads", "max_flops", "count_flops"})
+# how the data is read, not which: the lazy path gives the same splits, batches and graphs as the in-memory one
+RESUMABLE_DATA_KEYS = frozenset({"data.lazy", "data.num_workers", "data.prefetch_factor"})
 
 
 def rng_state() -> dict[str, Any]:
@@ -106,7 +108,10 @@ def check_compatible(ckpt: dict[str, Any], model: str, model_config: dict, trial
     diff = sorted(
         k
         for k in set(saved) | set(now)
-        if saved.get(k) != now.get(k) and k.split(".")[0] not in RESUMABLE_CHANGES and not k.startswith("model_config")
+        if saved.get(k) != now.get(k)
+        and k.split(".")[0] not in RESUMABLE_CHANGES
+        and k not in RESUMABLE_DATA_KEYS
+        and not k.startswith("model_config")
     )
     if diff:
         raise CheckpointError(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from engine import metrics as M
 from engine.loop.probes import NVE_DRIFT, NVE_STABLE, RELAX_ENERGY_ERROR, RELAX_MAX_FORCE
@@ -64,60 +65,72 @@ def probe_summary(frame: pd.DataFrame, axis: str | None) -> dict:
             rho = both[M.VAL_LOSS].rank().corr(both[m].rank())  # Spearman: ranks, then Pearson
             out["correlation_with_val_loss"][m] = {"spearman": float(rho), "n_runs": len(both)}
         else:
-            out["correlation_with_val_loss"][m] = {"not_available": f"{len(both)} runs with both values and "
-                                                   f"spread; needs ≥ {MIN_RUNS_FOR_CORRELATION}"}
+            out["correlation_with_val_loss"][m] = {"not_available": f"{len(both)} runs with both values; needs "
+                                                   f"≥ {MIN_RUNS_FOR_CORRELATION} whose values differ"}
     return out
 
 
 def plot_probes(summary: dict, loss_points: tuple[np.ndarray, np.ndarray] | None, loss_fit, path: Path) -> list[str]:
     """The validation-loss law (first panel) and each probe metric against the same axis variable."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from engine.report.figures import VARIABLE_LABELS, beta_label, metric_label
+    from engine.report.figures import VARIABLE_LABELS, beta_label, metric_label, plt  # Agg backend set there
 
     var = summary["variable"]
     metrics = list(summary["metrics"])
-    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(3.6 * (1 + len(metrics)), 3.6), squeeze=False)
+    ncols = min(3, 1 + len(metrics))
+    nrows = -(-(1 + len(metrics)) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[1 + len(metrics):]:
+        ax.set_visible(False)
     labels: list[str] = []
-    ax = axes[0][0]
+    ax = flat[0]
     if loss_points is not None and len(loss_points[0]):
         x, y = loss_points
         ax.scatter(x, y, s=18, color="tab:blue", label="runs")
         if loss_fit is not None and loss_fit.best is not None:
             grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, 100)
             ax.plot(grid, loss_fit.best.predict(grid), color="tab:blue", lw=2, label=beta_label(loss_fit.best))
-        ax.set_yscale("log")
+        _y_scale(ax, y)
     ax.set_title("validation loss", fontsize=10)
     ax.set_ylabel(metric_label(M.VAL_LOSS), fontsize=8)
     for k, m in enumerate(metrics, start=1):
-        ax = axes[0][k]
+        ax = flat[k]
         pts = summary["metrics"][m]
         x, y = np.asarray(pts["x"], float), np.asarray(pts["y"], float)
         ax.scatter(x, y, s=18, color="tab:red", label="runs")
         ux = np.unique(x)
         ax.plot(ux, [y[x == u].mean() for u in ux], color="tab:red", lw=1, marker="o", ms=4, label="mean per value")
-        if m != NVE_STABLE and np.all(y > 0):
-            ax.set_yscale("log")
+        if m == NVE_STABLE:
+            ax.set_ylim(-0.05, 1.05)
         else:
-            ax.set_ylim(-0.05, 1.05 if m == NVE_STABLE else None)
+            _y_scale(ax, y)
         ax.set_title(m.removeprefix("probe_"), fontsize=10)
         ax.set_ylabel(LABELS.get(m, m), fontsize=8)
-    for row in axes:
-        for ax in row:
-            ax.set_xscale("log")
-            ax.set_xlabel(VARIABLE_LABELS.get(var, var), fontsize=8)
-            ax.grid(True, which="both", alpha=0.25)
-            if ax.get_legend_handles_labels()[0]:
-                leg = ax.legend(fontsize=7, loc="best")
-                labels += [t.get_text() for t in leg.get_texts()]
+    xs = np.unique([x for m in metrics for x in summary["metrics"][m]["x"]])
+    for k, ax in enumerate(flat[: 1 + len(metrics)]):
+        ax.set_xscale("log")
+        ax.set_xticks(xs)  # one tick per axis value: log minor labels collide on narrow panels
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(VARIABLE_LABELS.get(var, var), fontsize=8)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.tick_params(labelsize=7)
+        if k < 2 and ax.get_legend_handles_labels()[0]:  # the loss panel and the first probe explain the marks
+            leg = ax.legend(fontsize=7, loc="best")
+            labels += [t.get_text() for t in leg.get_texts()]
     fig.suptitle(f"physical probes vs {var}, beside the validation-loss law", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return labels
+
+
+def _y_scale(ax, y: np.ndarray) -> None:
+    """Log y when the positive values span more than a decade; a narrower range reads better linear."""
+    y = np.asarray(y, float)
+    y = y[np.isfinite(y)]
+    if y.size and np.all(y > 0) and y.max() / y.min() > 10:
+        ax.set_yscale("log")
 
 
 def probe_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:

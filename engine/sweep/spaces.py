@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import TrialConfig, _check_type, from_dict, trial_config_from_dict
+from engine.config import TrialConfig, check_type, from_dict, trial_config_from_dict
 from engine.errors import ConfigError
 
 AXES = ("params", "data", "compute", "hpo")
@@ -249,7 +249,7 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
         assert isinstance(search, HpoSearch)
         if not 0 < search.lr_min < search.lr_max:
             raise ConfigError(f"{where}: search needs 0 < lr_min < lr_max, got {search.lr_min}, {search.lr_max}")
-        bs = _check_type(search.batch_sizes, list, f"{where}: search.batch_sizes")
+        bs = check_type(search.batch_sizes, list, f"{where}: search.batch_sizes")
         if not bs or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bs):
             raise ConfigError(f"{where}: search.batch_sizes must be a non-empty list of positive integers")
         if search.num_samples < 1 or search.grace_epochs < 1 or search.reduction_factor <= 1:

@@ -36,7 +36,7 @@ def test_random_access_by_global_index(two_files):
         np.testing.assert_allclose(got.positions, want.positions)
         np.testing.assert_allclose(got.forces, want.forces)
         assert got.energy == pytest.approx(want.energy) and got.uid == db.uid(i)
-    assert db.uid(14) == "b:1" and db.uid(13) == "a:14"
+    assert db.uid(14) == "b.aselmdb:1" and db.uid(13) == "a.aselmdb:14"  # as read_records names them
     with pytest.raises(IndexError):
         db[24]
 
@@ -46,7 +46,7 @@ def test_sizes_are_cached_and_match(two_files, tmp_path):
     db = LazyAseDB(folder)
     sizes = db.sizes(cache_dir=tmp_path)
     np.testing.assert_array_equal(sizes, [r.n_atoms for r in records])
-    cached = list(tmp_path.glob("sizes-*.npy"))
+    cached = list(tmp_path.glob("index-*.npz"))
     assert len(cached) == 1
     fresh = LazyAseDB(folder)
     np.testing.assert_array_equal(fresh.sizes(cache_dir=tmp_path), sizes)

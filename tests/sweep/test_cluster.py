@@ -139,3 +139,22 @@ def test_node_lost_mid_trial_resumes_on_another_node(cluster, engine_env):
     resumed = [m.value for m in client.get_metric_history(runs[0].info.run_id, "resumed_from_step")]
     assert max(resumed) >= per_epoch, "the second attempt started from a checkpoint, not from step 0"
     assert json.loads((stored / "sweep_status.json").read_text())["status"] == "completed"
+
+
+def test_soak_fifty_tiny_trials_two_at_a_time(cluster, engine_env):
+    fixed = json.loads(json.dumps(TINY_FIXED))
+    fixed["epochs"] = 1
+    values = space_values(seeds=list(range(50)), fixed=fixed, resources={"workers": 1, "max_concurrent": 2})
+    warm_cache(values)
+    result = run_sweep(space_from_dict(values, source="tiny"),
+                       SweepOptions(name="soak", address=cluster.address, progress_interval_s=30.0))
+    assert not result.interrupted
+    assert len(result.trials) == 50 and all(t["status"] == "completed" for t in result.trials.values())
+    runs = trial_runs(engine_env["uri"], "soak")
+    ids = [r.data.tags["engine.trial_id"] for r in runs]
+    assert len(ids) == 50 and sorted(ids) == sorted(result.trials)  # none lost, none duplicated
+    assert all(r.info.status == "FINISHED" for r in runs)  # none left RUNNING
+    markers = list((engine_env["sweeps"] / "soak" / "trials").glob("*/sweep_status.json"))
+    assert len(markers) == 50
+    # what the sweep started on the cluster is gone with it: only the nodes' own processes remain
+    # (the module's fixture then checks that stopping the cluster leaves no process at all)
