@@ -13,6 +13,7 @@ Examples::
     python -m engine.train --model transformer --train-size 2000 --epochs 20 --lr 1e-3
     python -m engine.train --model transformer --model-config d_model=128 depth=3 --amp
     python -m engine.train --config trial.yaml --data my_structures.extxyz --skip-bad-records
+    python -m engine.train --model fcn --data data/mptrj/ --lazy --num-workers 4   # .aselmdb, streamed
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-format", help="format of --data when its name misleads ASE (extxyz, vasp-out, aselmdb, ...)")
     p.add_argument("--emt-size", type=int, help="structures in the embedded EMT dataset (before splitting)")
     p.add_argument("--train-size", type=int, help="structures in the (nested) training subset; 0 = all")
+    p.add_argument("--lazy", action="store_true", default=None, help="stream .aselmdb rows instead of loading all")
+    p.add_argument("--num-workers", type=int, help="with --lazy: DataLoader workers reading rows, building graphs")
     p.add_argument("--skip-bad-records", action="store_true", default=None, help="skip and count malformed records")
     p.add_argument("--epochs", type=int, help=f"default {CLI_DEFAULTS['epochs']} (without --config)")
     p.add_argument("--steps", type=int, help="budget: this many optimizer steps (instead of --epochs)")
@@ -90,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> TrialConfig:
         early = {"patience": args.early_stop} if args.early_stop else None
         values["budget"] = {"steps": args.steps, "early_stop": early}
     data = {"path": args.data, "format": args.data_format, "emt_size": args.emt_size, "train_size": args.train_size}
-    data["skip_bad_records"] = args.skip_bad_records
+    data.update(skip_bad_records=args.skip_bad_records, lazy=args.lazy, num_workers=args.num_workers)
     values["data"].update({k: v for k, v in data.items() if v is not None})
     optim = {"lr": args.lr, "ema_decay": args.ema_decay}
     values["optim"].update({k: v for k, v in optim.items() if v is not None})

@@ -64,14 +64,34 @@ def _read_from_mlflow(uri: str, tracking_uri: str | None) -> dict:
         artifact = f"{artifact}/{FILENAME}"
     with tempfile.TemporaryDirectory(prefix="engine-ckpt-") as tmp:
         try:
+            if artifact.startswith("models:/"):  # the version's source in this store's registry, not the global one
+                artifact = _registered_source(artifact, store)
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=tmp, tracking_uri=store))
         except (MlflowException, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
                 f"cannot fetch checkpoint {artifact} from MLflow store {store} ({first[:200]}); check the run id "
-                "and --tracking-uri (the run must be a trial of a sweep that logged its artifacts)"
+                "(or registered model name and version) and --tracking-uri (the run must be a trial of a sweep "
+                "that logged its artifacts)"
             ) from exc
         return read_trained(local)
+
+
+def _registered_source(uri: str, store: str) -> str:
+    """``models:/<name>/<version>`` (or ``/latest``, or ``models:/<name>@<alias>``) → where that version's files
+    are (its trial run's artifact root, engine.sweep.registry), looked up in the registry of ``store``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    rest = uri.removeprefix("models:/").strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, _, version = rest.rpartition("/")
+        if version == "latest":
+            version = max((v.version for v in client.search_model_versions(f"name = '{name}'")), key=int, default="")
+    return client.get_model_version_download_uri(name, str(version))
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

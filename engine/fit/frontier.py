@@ -10,10 +10,18 @@ curve (loss after each epoch against cumulative FLOPs).
   log-log, a parabola in log N through the sizes, its minimum; N_opt ∝ C^x through the minima.
 - Approach 3 (§3.3): from the joint law L = E + A/N^a + B/D^b, x = b/(a+b), y = a/(a+b).
 
-Intervals: a bootstrap over runs (curves resampled with replacement, everything recomputed; a frontier
-point weighs in the refit of L(C) as often as its run was drawn). Where the data cannot support an
-approach, the result says "not available: <why>"; an unconverged L(C) or a parameter the runs do not
-identify is flagged (:mod:`engine.fit.trust`).
+Intervals: a bootstrap over runs (whole curves resampled with replacement, the envelope recomputed from
+each resample and refitted; a frontier point weighs in the refit of L(C) as often as its run was drawn).
+The envelope is a minimum over curves, and the bootstrap of a minimum is not consistent: a resample can
+only lose curves, so its envelope lies on or above the full one, and when few runs make the envelope
+(often one small model's curve) every resample either repeats them (the same fit: an end of the interval
+on the estimate) or loses them (no frontier at all; such resamples used to be dropped silently, which
+conditioned the interval on keeping those runs). Resamples without an estimate therefore count as drawn,
+and an interval that cannot be trusted (too few runs on the envelope, > 5 % of resamples without a
+frontier, an end on the estimate, few distinct values) is flagged "interval not reliable"
+(:func:`engine.fit.trust.unreliable_intervals`), for L(C) and approaches 1–2 alike. Where the data cannot
+support an approach, the result says "not available: <why>"; an unconverged L(C) or a parameter the runs
+do not identify is flagged (:mod:`engine.fit.trust`).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from engine.fit.bootstrap import percentile_ci
 from engine.fit.multistart import fit_multistart, refit_many
 from engine.fit.result import LawFit, jsonable, params_from_theta
 from engine.fit.shape import LseLaw
-from engine.fit.trust import fit_flags, not_identified
+from engine.fit.trust import fit_flags, not_identified, unreliable_intervals
 
 POWER = LseLaw(1, False)
 
@@ -220,8 +228,8 @@ def fit_frontier(
     a2 = approach2(curves, budgets)
 
     rng = np.random.default_rng(seed)
-    boot_x1, boot_y1, boot_x2, fronts = [], [], [], []
-    for _ in range(n_boot):
+    boot_x1, boot_y1, boot_x2, fronts, drawn = [], [], [], [], []
+    for b in range(n_boot):
         pick = rng.integers(0, len(curves), len(curves))
         sample = [curves[i] for i in pick]
         fb = pareto_frontier(sample)
@@ -229,6 +237,7 @@ def fit_frontier(
             # the envelope keeps one copy of a run drawn twice: weigh its points by the draw count
             draws = np.bincount(pick, minlength=len(curves))[pick[fb["run"]]]
             fronts.append((np.log(fb["flops"]), np.log(fb["loss"]), draws.astype(float)))
+            drawn.append(b)
         if "x_n_opt" in a1:
             r1 = approach1(fb)
             boot_x1.append(r1.get("x_n_opt", np.nan))
@@ -236,6 +245,7 @@ def fit_frontier(
         if "x_n_opt" in a2:
             boot_x2.append(approach2(sample, budgets).get("x_n_opt", np.nan))
     boot_theta = np.zeros((0, 2))
+    every = np.full((n_boot, 2), np.nan)  # one row per resample drawn; NaN where it gave no L(C)
     if fronts:
         n_max = max(len(c) for c, _, _ in fronts)
         lx = np.zeros((len(fronts), n_max, 1))
@@ -246,10 +256,14 @@ def fit_frontier(
             lx[i, : len(c), 0], ly[i, : len(c)], w[i, : len(c)] = c, y, d * len(c) / d.sum()
         th, ok = refit_many(POWER, lx, ly, w, ms.top_thetas)
         boot_theta = th[ok]
+        every[np.asarray(drawn)[ok]] = th[ok]
     params = params_from_theta("power", ms.theta)
-    samples = [params_from_theta("power", t) for t in boot_theta]
-    ci = {k: list(percentile_ci(np.array([s[k] for s in samples]))) for k in params}
+    samples = {k: np.array([params_from_theta("power", t)[k] if np.all(np.isfinite(t)) else np.nan for t in every])
+               for k in params}
+    ci = {k: list(percentile_ci(samples[k])) for k in params}
     unident = not_identified(params, ci, len(boot_theta), n_boot)
+    front_runs = len(np.unique(front["run"]))
+    unreliable = unreliable_intervals(params, ci, samples, n_boot, front_runs, "runs on the envelope")
     ss_tot = float(np.sum((np.log(front["loss"]) - np.log(front["loss"]).mean()) ** 2))
     out["law"] = {
         "formula": "L = α·C^−β",
@@ -258,23 +272,32 @@ def fit_frontier(
         "theta": [float(v) for v in ms.theta],
         "converged": ms.converged,
         "not_identified": unident,
-        "flags": fit_flags(ms.converged, ms.n_starts, unident),
+        "interval_unreliable": unreliable,
+        "flags": fit_flags(ms.converged, ms.n_starts, unident, unreliable),
         "boot_theta": boot_theta,
         "n_points": len(front["flops"]),
+        "n_frontier_runs": front_runs,
+        "n_boot_ok": len(boot_theta),
         "rmse_log": float(np.sqrt(np.mean(resid**2))),
         "r2_log": 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else float("nan"),
         "method": (
             f"lower envelope of {len(curves)} curves; sum of Huber(δ=1e-3) of log residuals, L-BFGS from "
             f"the full grid ({ms.n_grid} starts), optimum {'converged' if ms.converged else 'NOT converged'}; "
-            f"95 % CI: percentile bootstrap over runs (draw counts as weights), "
-            f"{len(boot_theta)}/{n_boot} resamples (seed {seed})"
+            f"95 % CI: percentile bootstrap over runs (whole curves drawn, envelope recomputed, draw counts as "
+            f"weights), {len(boot_theta)}/{n_boot} resamples gave a frontier of ≥ 3 points (seed {seed}); "
+            f"the envelope holds points of {front_runs} runs"
         ),
     }
     if "x_n_opt" in a1:
-        a1["ci95"] = {"x_n_opt": list(percentile_ci(np.array(boot_x1))),
-                      "y_samples_seen": list(percentile_ci(np.array(boot_y1)))}
+        s1 = {"x_n_opt": np.array(boot_x1, dtype=float), "y_samples_seen": np.array(boot_y1, dtype=float)}
+        a1["ci95"] = {k: list(percentile_ci(v)) for k, v in s1.items()}
+        est1 = {k: a1[k] for k in s1 if k in a1}
+        a1["interval_unreliable"] = unreliable_intervals(est1, a1["ci95"], s1, n_boot, front_runs,
+                                                         "runs on the envelope")
     if "x_n_opt" in a2:
-        a2["ci95"] = {"x_n_opt": list(percentile_ci(np.array(boot_x2)))}
+        s2 = {"x_n_opt": np.array(boot_x2, dtype=float)}
+        a2["ci95"] = {"x_n_opt": list(percentile_ci(s2["x_n_opt"]))}
+        a2["interval_unreliable"] = unreliable_intervals({"x_n_opt": a2["x_n_opt"]}, a2["ci95"], s2, n_boot)
     out["approach1"] = a1
     out["approach2"] = a2
     return jsonable_frontier(out)

@@ -4,6 +4,13 @@
   exponent: the runs cannot tell growth from decay) or spans more than a factor of 100 (a coefficient:
   any value in that range fits). Such a parameter is flagged, never quoted as a law.
 - An optimum that no start reached with the convergence test is flagged as unconverged.
+- A percentile interval is *not reliable* when the bootstrap cannot have measured the spread: more than
+  the interval's tail share (5 %) of resamples gave no estimate (the interval is then conditioned on the
+  resamples that did: for a frontier, those that kept its runs), fewer than :data:`MIN_UNITS` resampled
+  units (runs) carry the estimate, the resamples took few distinct values, or an end of the interval
+  sits on the estimate (a one-sided interval: the estimate is an extreme of its own bootstrap
+  distribution, as for statistics of a minimum such as a lower envelope; Efron & Tibshirani 1993, §7.4
+  and Bickel & Freedman 1981 on the bootstrap of extremes). Such an interval is flagged, never quoted.
 - A held-out measurement is compared with a PREDICTION interval: the curve's bootstrap uncertainty
   plus the scatter of one measurement around it (seeds at a point, or the law's residuals when there
   is one seed per point). The interval of the mean curve alone is too narrow for single measurements
@@ -22,6 +29,10 @@ COEFFICIENTS = ("alpha", "E", "A", "B")  # identified only if the interval spans
 DERIVED = {"x_n_opt": ("a", "b"), "y_d_opt": ("a", "b")}  # ratios of exponents inherit their flags
 MAX_COEF_SPAN = 100.0
 NOT_IDENTIFIED = "not identified by these runs"
+UNRELIABLE = "interval not reliable"
+MAX_FAILED_SHARE = 0.05  # resamples without an estimate beyond this share: the 95 % interval is conditional
+MIN_UNITS = 3  # resampled units (runs) that must carry an estimate for a bootstrap over them to vary it
+MIN_DISTINCT = 10  # distinct bootstrap values below this: the percentile interval is a few atoms
 
 
 def not_identified(params: dict[str, float], ci95: dict, n_boot_ok: int, n_boot: int) -> dict[str, str]:
@@ -53,7 +64,62 @@ def not_identified(params: dict[str, float], ci95: dict, n_boot_ok: int, n_boot:
     return out
 
 
-def fit_flags(converged: bool, n_starts: int, unidentified: dict[str, str]) -> list[str]:
+ONE_SIDED = 0.01  # an end within this share of the interval's width from the estimate counts as on it
+
+
+def _on_end(est: float, lo: float, hi: float) -> bool:
+    """Whether an end of [lo, hi] sits on the estimate (within 1 % of the width, or float noise)."""
+    tol = max(ONE_SIDED * (hi - lo), 1e-9 * max(abs(est), 1e-12))
+    return min(abs(est - lo), abs(hi - est)) <= tol
+
+
+def unreliable_intervals(
+    params: dict[str, float],
+    ci95: dict,
+    samples: dict[str, np.ndarray],
+    n_boot: int,
+    n_units: int | None = None,
+    unit: str = "runs carry the estimate",
+) -> dict[str, str]:
+    """Parameter → why its 95 % percentile interval cannot be trusted (reliable intervals are absent).
+
+    ``samples`` holds each parameter's bootstrap values, one per resample drawn (NaN where a resample gave
+    no estimate); ``n_boot`` is the number of resamples drawn; ``n_units`` the number of distinct resampled
+    units that carry the estimate, named by ``unit`` (e.g. 2 "runs on the envelope"). Without a bootstrap
+    nothing is judged.
+    """
+    if n_boot <= 0:
+        return {}
+    common = []
+    if n_units is not None and n_units < MIN_UNITS:
+        common.append(f"only {n_units} {unit} (a bootstrap over runs needs ≥ {MIN_UNITS})")
+    out: dict[str, str] = {}
+    for k, est in params.items():
+        s = np.asarray(samples.get(k, []), dtype=float)
+        ok = s[np.isfinite(s)]
+        why = list(common)
+        failed = n_boot - ok.size
+        if failed > MAX_FAILED_SHARE * n_boot:
+            why.append(f"{failed} of {n_boot} resamples gave no estimate, so the interval is conditioned on "
+                       "those that did")
+        if ok.size:
+            distinct = np.unique(np.round(ok, 9)).size
+            if distinct < MIN_DISTINCT:
+                why.append(f"the resamples took only {distinct} distinct values")
+        lo, hi = [*(ci95.get(k) or []), math.nan, math.nan][:2]
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and math.isfinite(est):
+            if _on_end(est, lo, hi):
+                why.append(f"an end of [{lo:.4g}, {hi:.4g}] sits on the estimate {est:.4g} (one-sided)")
+            elif not lo <= est <= hi:
+                why.append(f"the estimate {est:.4g} lies outside [{lo:.4g}, {hi:.4g}]")
+        if why:
+            out[k] = "; ".join(why)
+    return out
+
+
+def fit_flags(
+    converged: bool, n_starts: int, unidentified: dict[str, str], unreliable: dict[str, str] | None = None
+) -> list[str]:
     """One sentence per reason not to trust a fit (empty when there is none)."""
     flags = []
     if not converged:
@@ -61,6 +127,8 @@ def fit_flags(converged: bool, n_starts: int, unidentified: dict[str, str]) -> l
                      "optimum is shown")
     for k, why in unidentified.items():
         flags.append(f"{k} {NOT_IDENTIFIED} ({why})")
+    for k, why in (unreliable or {}).items():
+        flags.append(f"{UNRELIABLE} for {k}: {why}")
     return flags
 
 

@@ -27,6 +27,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from engine import metrics as M
 from engine import paths
 from engine.config import TrialConfig
 from engine.data.graph import Batch, GraphDataset, GraphSpec, pack_batches
+from engine.data.lazy import LazyGraphDataset, LazySubset, batch_loader
 from engine.data.store import cached_graph_dataset
 from engine.errors import ConfigError, DataError
 from engine.loop import checkpoint as ckpt_io
@@ -64,6 +66,10 @@ class DistContext:
     @property
     def active(self) -> bool:
         return self.world_size > 1
+
+
+# on a GPU, how often (optimizer steps) the host reads the device's "loss still finite" flag (see train_epoch)
+FINITE_CHECK_STEPS = 16
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,13 +113,38 @@ def local_shard(dataset: GraphDataset, indices: list[int], dist: DistContext | N
     """This rank's part of a global batch (atom-balanced), and whether it is a masked stand-in."""
     if dist is None or not dist.active:
         return list(indices), False
-    sizes = [int(dataset.records[k].n_atoms) for k in indices]
+    counts = getattr(dataset, "atom_counts", None)  # a lazy dataset knows them without reading records
+    sizes = counts(indices) if counts is not None else [int(dataset.records[k].n_atoms) for k in indices]
     shards = shard_by_atoms(sizes, dist.world_size)
     mine = [indices[p] for p in shards[dist.rank]]
     if mine:
         return mine, False
-    smallest = min(indices, key=lambda k: (dataset.records[k].n_atoms, k))
-    return [smallest], True
+    smallest = min(range(len(indices)), key=lambda p: (sizes[p], indices[p]))
+    return [indices[smallest]], True
+
+
+def batch_stream(
+    dataset: GraphDataset | LazyGraphDataset,
+    index_lists: Sequence[Sequence[int]],
+    config: TrialConfig,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Iterator[Batch]:
+    """The batches of ``index_lists``, in order, on ``device``.
+
+    A lazy dataset with ``data.num_workers > 0`` is read by DataLoader workers (rows, neighbor lists and
+    collation there, ``data.prefetch_factor`` batches ahead each; pinned memory and a non-blocking copy
+    on CUDA); otherwise each batch is built here when asked. Close the generator to stop the workers early.
+    """
+    workers = config.data.num_workers
+    if isinstance(dataset, LazyGraphDataset) and workers > 0 and len(index_lists):
+        pin = device.type == "cuda"
+        loader = batch_loader(dataset, index_lists, workers, config.data.prefetch_factor, dtype, pin_memory=pin)
+        for batch in loader:
+            yield batch.to(device, non_blocking=pin)
+        return
+    for idx in index_lists:
+        yield dataset.batch(idx, dtype=dtype).to(device)
 
 
 @dataclass
@@ -194,11 +225,9 @@ def evaluate(
     total = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64)
     need_grad = module.force_mode == "conservative"  # forces are −∂E/∂x even at evaluation
     if len(dataset):
-        for idx in pack_batches(dataset.sizes(), config.batch_size, config.max_atoms_per_batch):
-            mine, dummy = local_shard(dataset, idx, dist)
-            if dummy:
-                continue
-            batch = dataset.batch(mine, dtype=dtype).to(device)
+        shards = [local_shard(dataset, idx, dist) for idx in pack_batches(dataset.sizes(), config.batch_size,
+                                                                          config.max_atoms_per_batch)]
+        for batch in batch_stream(dataset, [mine for mine, dummy in shards if not dummy], config, dtype, device):
             with torch.set_grad_enabled(need_grad), autocast_context(device, config.amp):
                 output = module(batch)
             total += error_sums(output, batch).as_vector().cpu()
@@ -258,7 +287,8 @@ class _Trial:
         splits = _load_splits(config, progress=self.is_main) if splits is None else splits
         if not splits.train:
             raise DataError("the training subset is empty; use a larger dataset or --train-size > 0")
-        val = list(splits.val)
+        self.lazy = isinstance(splits.train, LazySubset)  # data.lazy: .aselmdb rows read on demand
+        val = splits.val if self.lazy else list(splits.val)
         if config.data.max_val is not None and config.data.max_val > 0:
             val = val[: config.data.max_val]
         self.model: Potential = models.build(config.model, config.model_config, preset=config.preset)
@@ -272,12 +302,15 @@ class _Trial:
         spec = GraphSpec(cutoff=float(mc.cutoff), max_neighbors=int(mc.max_neighbors), strict=bool(mc.strict_neighbors))
         # neighbor lists once per structure, cached on disk by (structures, GraphSpec)
         cache = config.data.cache_dir or str(paths.cache_dir())
-        self.train_set = cached_graph_dataset(list(splits.train), spec, cache)
-        self.val_set = cached_graph_dataset(val, spec, cache)
-        self._test_records, self._spec, self._cache = list(getattr(splits, "test", None) or []), spec, cache
+        self._spec, self._cache = spec, cache
+        self.train_set = self._graph_set(splits.train)
+        self.val_set = self._graph_set(val)
+        test = getattr(splits, "test", None)
+        self._test_records = test if self.lazy else list(test or [])
         # epoch 0 has no running train average: score the untrained model on a train prefix instead
         n_probe = max(1, min(len(self.train_set), len(val) or 256))
-        self.train_probe = GraphDataset(self.train_set.records[:n_probe], spec)
+        probe = self.train_set.records[:n_probe]
+        self.train_probe = LazyGraphDataset(probe, spec, cache) if self.lazy else GraphDataset(probe, spec)
 
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
@@ -319,6 +352,12 @@ class _Trial:
         self.diverged = False
         # early stopping: best val_loss so far, its epoch, epochs since, and its weights (model, EMA)
         self.best: dict[str, Any] = {"val_loss": math.inf, "epoch": 0, "bad_epochs": 0, "state": None}
+
+    def _graph_set(self, records: Any) -> GraphDataset | LazyGraphDataset:
+        """Lazy: graphs built when a batch is read (in DataLoader workers); else all now, from the disk cache."""
+        if self.lazy:
+            return LazyGraphDataset(records, self._spec, self._cache)
+        return cached_graph_dataset(list(records), self._spec, self._cache)
 
     # -- files ---------------------------------------------------------------------------
     @property
@@ -483,8 +522,8 @@ class _Trial:
                     self.ema.load_state_dict(self.best["state"]["ema"])
                 out.update(self._evaluate_val())
             out[M.BEST_EPOCH] = float(self.best["epoch"])
-        if self._test_records:
-            test_set = cached_graph_dataset(self._test_records, self._spec, self._cache)
+        if self._test_records is not None and len(self._test_records):
+            test_set = self._graph_set(self._test_records)
             out.update(self._evaluate_on(test_set, "test"))
         if self.config.probes.enabled and self.is_main:
             out.update(self._probe())
@@ -514,14 +553,16 @@ class _Trial:
         self.wall_s += time.perf_counter() - t0
         self._record(metrics)
 
-    def train_batch(self, idx: list[int]) -> tuple[torch.Tensor, int]:
-        """One optimizer step on global batch ``idx`` (this rank's shard): its global error-sum vector and FLOPs."""
+    def train_batch(self, idx: list[int], prepared: Batch | None = None) -> tuple[torch.Tensor, int]:
+        """One optimizer step on global batch ``idx`` (this rank's shard, or ``prepared``: that shard already on the
+        device, from :func:`batch_stream`): its global error-sum vector, left on the device (no host sync), and FLOPs.
+        """
         mine, dummy = local_shard(self.train_set, idx, self.dist)
-        batch = self.train_set.batch(mine, dtype=self.dtype)
-        batch = (_masked_copy(batch) if dummy else batch).to(self.device)
-        sums, flops = train_step(self.step_ctx, batch)
-        flops = int(_all_reduce(torch.tensor([flops], dtype=torch.float64, device=self.device), self.dist).item())
-        return sums.as_vector().cpu(), flops
+        batch = prepared if prepared is not None else self.train_set.batch(mine, dtype=self.dtype).to(self.device)
+        sums, flops = train_step(self.step_ctx, _masked_copy(batch) if dummy else batch)
+        if self.dist is not None:
+            flops = int(_all_reduce(torch.tensor([flops], dtype=torch.float64, device=self.device), self.dist).item())
+        return sums.as_vector(), flops
 
     def train_epoch(self) -> dict[str, float]:
         cfg = self.config
@@ -531,26 +572,40 @@ class _Trial:
         sizes = self.train_set.sizes()
         batches = pack_batches(sizes, cfg.batch_size, cfg.max_atoms_per_batch, order)
         on_batch = getattr(self.reporter, "on_batch", None) if self.is_main else None
-        epoch_sums = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64)
+        # error sums stay on the device; the host reads them once per report (epoch end). Divergence (a NaN/inf
+        # loss stops the trial) reads one device flag: every step on CPU (free), every FINITE_CHECK_STEPS steps
+        # and at the epoch's end on a GPU, so a diverged trial may take up to FINITE_CHECK_STEPS − 1 extra steps
+        epoch_sums = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64, device=self.device)
+        check_every = 1 if self.device.type == "cpu" else FINITE_CHECK_STEPS
         n_struct = n_atoms = 0
-        for k, idx in enumerate(batches):
-            self.scheduler.set_progress(self._schedule_progress(k, len(batches)))
-            step_sums, flops = self.train_batch(idx)
-            self.flops_cum += flops
-            self.step += 1
-            epoch_sums += step_sums
-            n_struct += len(idx)
-            n_atoms += int(sizes[idx].sum())
-            self.structures_seen += len(idx)
-            if on_batch is not None:
-                on_batch(self.epoch, k + 1, len(batches), self.step)
-            if not bool(torch.isfinite(step_sums).all()):
-                self.diverged = True  # NaN/inf loss: the weights are lost; stop here
-                break
-            if self.rungs is not None:
-                self.rungs.after_step(self, flops)
-            if self._budget_spent():
-                break
+        shards = [local_shard(self.train_set, idx, self.dist)[0] for idx in batches]
+        stream = batch_stream(self.train_set, shards, cfg, self.dtype, self.device)
+        try:
+            for k, (idx, batch) in enumerate(zip(batches, stream, strict=True)):
+                self.scheduler.set_progress(self._schedule_progress(k, len(batches)))
+                step_sums, flops = self.train_batch(idx, batch)
+                self.flops_cum += flops
+                self.step += 1
+                epoch_sums += step_sums
+                n_struct += len(idx)
+                n_atoms += int(sizes[idx].sum())
+                self.structures_seen += len(idx)
+                if on_batch is not None:
+                    on_batch(self.epoch, k + 1, len(batches), self.step)
+                if (self.step % check_every == 0 or k + 1 == len(batches)) and not bool(
+                    torch.isfinite(epoch_sums).all()
+                ):
+                    self.diverged = True  # NaN/inf loss: the weights are lost; stop here
+                    break
+                if self.rungs is not None:
+                    self.rungs.after_step(self, flops)
+                if self._budget_spent():
+                    break
+        finally:
+            stream.close()  # stops DataLoader workers when the epoch ends early
+        if not self.diverged and not bool(torch.isfinite(epoch_sums).all()):
+            self.diverged = True  # a budget stop between two checks
+        epoch_sums = epoch_sums.cpu()
         train_s = time.perf_counter() - t0
         if self.rungs is not None and not self.diverged:  # compute axis: only the (annealed) rungs report
             if self._out_of_epochs():

@@ -176,6 +176,8 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
                 row.append("—")
             elif "beta" in (law.get("not_identified") or {}):
                 row.append("β not identified by these runs")
+            elif "beta" in (law.get("interval_unreliable") or {}):
+                row.append(f"β = {fmt(law['params']['beta'])} (interval not reliable)")
             else:
                 row.append(f"β = {fmt(law['params']['beta'])} {_ci(law['ci95']['beta'])}")
         row.append(str(SEED_EXPONENTS[M.FLOPS_CUM]) if metric == M.VAL_LOSS else "—")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine import metrics as M
-from engine.fit.trust import NOT_IDENTIFIED
+from engine.fit.trust import NOT_IDENTIFIED, UNRELIABLE
 from engine.report.analyze import fmt
 from engine.report.figures import metric_label
 
@@ -31,10 +31,13 @@ def _ci(ci) -> str:
 def _params_cell(fit: dict) -> str:
     """Parameters with intervals; one the runs do not identify is named as such, not quoted as a value."""
     unident = fit.get("not_identified") or {}
+    unreliable = fit.get("interval_unreliable") or {}
     cells = []
     for k, v in fit["params"].items():
         if k in unident:
             cells.append(f"{k}: {NOT_IDENTIFIED} (estimate {fmt(v)}; {unident[k]})")
+        elif k in unreliable:  # the estimate without its interval; the flag block below says why
+            cells.append(f"{k} = {fmt(v)} ({UNRELIABLE}: see below)")
         else:
             cells.append(f"{k} = {fmt(v)} {_ci(fit['ci95'].get(k))}")
     return "; ".join(cells)
@@ -128,6 +131,9 @@ def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
 def _exp_cell(d: dict, key: str) -> str:
     if key not in d:
         return _na(d) if "not_available" in d else "—"
+    why = (d.get("interval_unreliable") or {}).get(key)
+    if why:
+        return f"{fmt(d[key])} ({UNRELIABLE}: {why})"
     return f"{fmt(d[key])} {_ci(d.get('ci95', {}).get(key))}"
 
 

@@ -162,8 +162,9 @@ def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path
         if "theta" in law:
             grid = np.geomspace(min(front["flops"]) / 1.5, max(front["flops"]) * 3, 200)
             mid, lo, hi = frontier_band(law, grid)
-            ax.fill_between(grid, lo, hi, color="tab:red" if len(series) == 1 else c, alpha=0.18,
-                            label=f"{tag}95 % band")
+            if not law.get("interval_unreliable"):  # no band where the interval is flagged unreliable
+                ax.fill_between(grid, lo, hi, color="tab:red" if len(series) == 1 else c, alpha=0.18,
+                                label=f"{tag}95 % band")
             beta = ("β not identified by these runs" if "beta" in (law.get("not_identified") or {})
                     else f"β={law['params']['beta']:.3g}")
             ax.plot(grid, mid, color="tab:red" if len(series) == 1 else c, lw=2, label=f"{tag}L = α·C^−β, {beta}")

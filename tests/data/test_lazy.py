@@ -8,11 +8,25 @@ import torch
 
 from engine.data.emt import generate_records
 from engine.data.graph import GraphDataset, GraphSpec
-from engine.data.lazy import LazyAseDB, LazyGraphDataset, LazySubset, batch_loader, lazy_splits
+from engine.data.lazy import (
+    LazyAseDB,
+    LazyGraphDataset,
+    LazySubset,
+    batch_loader,
+    close_environments,
+    lazy_splits,
+)
 from engine.data.store import write_aselmdb
 from engine.errors import DataError
 
 SPEC = GraphSpec(cutoff=4.0, max_neighbors=12, strict=True)
+
+
+@pytest.fixture(autouse=True)
+def _close_lmdb():
+    """py-lmdb allows one environment per file per process: leave none open for the next test's readers."""
+    yield
+    close_environments()
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +122,72 @@ def test_a_lazy_split_offers_the_in_memory_dataset_interface(two_files, tmp_path
     assert torch.equal(got.edge_index, want.edge_index) and torch.equal(got.numbers, want.numbers)
     torch.testing.assert_close(got.positions, want.positions)
     assert got.uids == [db.uid(int(train[k])) for k in idx]
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """60 EMT records in two .aselmdb files, each row carrying a ``traj`` key (12 trajectories of 5 frames)."""
+    import ase.db
+
+    records = generate_records(seed=5, size=60, progress=False)
+    folder = tmp_path_factory.mktemp("grouped")
+    for name, part in (("x.aselmdb", records[:35]), ("y.aselmdb", records[35:])):
+        db = ase.db.connect(str(folder / name), type="aselmdb")
+        with db:
+            for k, r in enumerate(part):
+                db.write(r.to_atoms(), uid=r.uid, traj=f"t{(k + (35 if name[0] == 'y' else 0)) // 5}")
+    return folder
+
+
+@pytest.mark.parametrize("group_key", [None, "traj"])
+def test_lazy_and_in_memory_splits_are_identical(grouped, tmp_path, group_key):
+    """Same files, same DataConfig: the lazy path gives the in-memory path's train/val/test (membership and
+    nested order) and its normalization, fitted on the same reference subset."""
+    from engine.config import DataConfig
+    from engine.data.dataset import load_splits
+
+    common = dict(path=str(grouped), group_key=group_key, val_fraction=0.25, test_fraction=0.15, max_val=None,
+                  normalization_size=20, cache_dir=str(tmp_path))
+    eager = load_splits(DataConfig(**common), progress=False)
+    lazy = load_splits(DataConfig(**common, lazy=True), progress=False)
+    for name in ("train", "val", "test"):
+        want = [r.uid for r in getattr(eager, name)]
+        got = [lazy.train.db.uid(int(i)) for i in getattr(lazy, name).indices]
+        assert got == want and want, name
+    assert lazy.pool_size == eager.pool_size
+    got_norm, want_norm = lazy.normalization.to_dict(), eager.normalization.to_dict()
+    np.testing.assert_allclose(got_norm.pop("energy_ref"), want_norm.pop("energy_ref"), rtol=1e-12, atol=1e-12)
+    assert got_norm == pytest.approx(want_norm, rel=1e-12)
+    if group_key is not None:  # no trajectory straddles a split
+        def trajs(split):
+            return {r.group for r in split}
+        assert not trajs(eager.train) & trajs(eager.val) and not trajs(eager.val) & trajs(eager.test)
+        assert [r.group for r in lazy.val] == [r.group for r in eager.val]
+    close_environments()  # py-lmdb: one environment per file per process; the in-memory reader opens its own
+    small_eager = load_splits(DataConfig(**{**common, "train_size": 7}), progress=False)
+    small_lazy = load_splits(DataConfig(**{**common, "train_size": 7}, lazy=True), progress=False)
+    assert [r.uid for r in small_lazy.train] == [r.uid for r in small_eager.train] == [r.uid for r in eager.train][:7]
+
+
+def test_a_missing_group_key_is_one_clear_error(grouped, tmp_path):
+    db = LazyAseDB(grouped, group_key="parent")
+    with pytest.raises(DataError, match="no group key 'parent'"):
+        lazy_splits(db, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lazy": True}, "not the embedded EMT dataset"),
+        ({"lazy": True, "path": "train.extxyz"}, "reads only .aselmdb"),
+        ({"lazy": True, "path": "data", "format": "extxyz"}, "reads only .aselmdb"),
+        ({"num_workers": 2, "path": "x.aselmdb"}, "needs data.lazy"),
+        ({"lazy": True, "path": "x.aselmdb", "num_workers": -1}, "num_workers must be"),
+    ],
+)
+def test_lazy_config_errors(values, message):
+    from engine.config import DataConfig
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        DataConfig(**values)

@@ -3,7 +3,9 @@
 Runs a tiny real sweep (``python -m engine.scale --axis params`` on a three-size space written
 here), starts the MLflow UI with :func:`engine.ui.start_ui`, and drives Debian's Chromium
 through Playwright: the sweep's experiment lists its trial runs, a trial's page shows its
-metrics, and ``reports/<sweep>/report.html`` shows its plots and fitted exponents. Screenshots
+metrics, its artifacts (checkpoint, config, metrics), its system metrics and its dataset input, the
+Model Registry shows one version per size, and ``reports/<sweep>/report.html`` shows its plots and
+fitted exponents. Screenshots
 go to ``$ENGINE_TEST_ARTIFACTS`` (default ``./test-artifacts``) under ``browser/``.
 """
 
@@ -100,7 +102,10 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     trials = client.search_runs([exp.experiment_id], filter_string="tags.`engine.kind` = 'trial'")
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`engine.kind` = 'sweep'")
     assert len(trials) == 3 and len(parents) == 1
+    versions = client.search_model_versions(f"name = '{SWEEP}'")  # the sweep's name is registry-safe
+    assert len(versions) == 3, f"expected one registered version per size, got {len(versions)}"
     yield {
+        "versions": versions,
         "root": root,
         "uri": uri,
         "experiment_id": exp.experiment_id,
@@ -162,6 +167,48 @@ def test_mlflow_ui_lists_the_sweep_runs_and_their_metrics(sweep: dict, page) -> 
         handle.stop()
 
 
+def test_mlflow_ui_shows_artifacts_system_metrics_dataset_and_registered_model(sweep: dict, page) -> None:
+    """What a user needs to pick and reuse a model, as the MLflow UI shows it (waits on page elements only)."""
+    import mlflow
+
+    from engine.ui import start_ui
+
+    shots = artifacts_dir()
+    client = mlflow.MlflowClient(tracking_uri=sweep["uri"])
+    run = min(sweep["trials"], key=lambda r: r.data.metrics["val_loss"])
+    dataset = client.get_run(run.info.run_id).inputs.dataset_inputs[0].dataset
+    handle = start_ui(port=0, tracking_uri=sweep["uri"], log_dir=sweep["root"])
+    try:
+        base = f"{handle.url}/#/experiments/{sweep['experiment_id']}/runs/{run.info.run_id}"
+        page.goto(f"{base}/artifacts", wait_until="domcontentloaded")
+        page.get_by_text("checkpoint.pt", exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        _close_assistant(page)
+        for name in ("config.json", "metrics.jsonl"):
+            page.get_by_text(name, exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        page.screenshot(path=str(shots / "mlflow_trial_artifacts.png"))
+
+        page.goto(f"{base}/system-metrics", wait_until="domcontentloaded")
+        for chart in ("cpu_utilization_percentage", "process_rss_megabytes", "system_memory_usage_megabytes"):
+            page.get_by_text(chart, exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        page.screenshot(path=str(shots / "mlflow_trial_system_metrics.png"))
+
+        page.goto(base, wait_until="domcontentloaded")  # the run's overview lists its dataset input
+        page.get_by_text(dataset.name).first.wait_for(timeout=UI_TIMEOUT_MS)
+        assert dataset.digest in page.inner_text("body")
+
+        page.goto(f"{handle.url}/#/models/{SWEEP}", wait_until="domcontentloaded")
+        for v in sweep["versions"]:
+            page.get_by_text(f"Version {v.version}", exact=True).first.wait_for(timeout=UI_TIMEOUT_MS)
+        _close_assistant(page)
+        body = page.inner_text("body")
+        for v in sweep["versions"]:
+            assert v.tags["engine.trial_id"] in body, f"version {v.version}'s trial not shown"
+        assert f"best trial per model size of sweep {SWEEP}" in body
+        page.screenshot(path=str(shots / "mlflow_registered_model.png"))
+    finally:
+        handle.stop()
+
+
 def _close_assistant(page) -> None:
     """Close MLflow's assistant side panel (if this version has one) so screenshots show the runs."""
     close = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
@@ -203,3 +250,8 @@ def test_sweep_checkpoint_drives_the_ase_calculator(sweep: dict) -> None:
     atoms.calc = EngineCalculator(path)
     assert atoms.get_forces().shape == (4, 3)
     assert atoms.get_stress().shape == (6,)
+    # the same trial as a registered model version, downloaded from MLflow
+    version = next(v for v in sweep["versions"] if v.run_id == run.info.run_id)
+    registered = atoms.copy()
+    registered.calc = EngineCalculator(f"models:/{SWEEP}/{version.version}", tracking_uri=sweep["uri"])
+    assert registered.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), rel=1e-12)

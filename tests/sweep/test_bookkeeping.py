@@ -50,7 +50,8 @@ def test_second_driver_gets_one_error_line(holder, engine_env, tmp_path):
                            "--no-report"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in done.stderr and len(errors) == 1 and errors[0].startswith("error: sweep 'locked' is being run by pid "), errors
+    assert "Traceback" not in done.stderr and len(errors) == 1, done.stderr[-2000:]
+    assert errors[0].startswith("error: sweep 'locked' is being run by pid "), errors
     assert f"pid {proc.pid} " in errors[0]
     assert json.loads((sweep_dir / LOCK_FILE).read_text())["pid"] == proc.pid  # the holder's lock untouched
     assert sorted(p.name for p in sweep_dir.iterdir()) == [LOCK_FILE]  # nothing written

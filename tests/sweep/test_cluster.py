@@ -155,6 +155,4 @@ def test_soak_fifty_tiny_trials_two_at_a_time(cluster, engine_env):
     assert len(ids) == 50 and sorted(ids) == sorted(result.trials)  # none lost, none duplicated
     assert all(r.info.status == "FINISHED" for r in runs)  # none left RUNNING
     markers = list((engine_env["sweeps"] / "soak" / "trials").glob("*/sweep_status.json"))
-    assert len(markers) == 50
-    # what the sweep started on the cluster is gone with it: only the nodes' own processes remain
-    # (the module's fixture then checks that stopping the cluster leaves no process at all)
+    assert len(markers) == 50  # (the module's fixture checks that stopping the cluster leaves no process)

@@ -52,3 +52,15 @@ def test_schema_check_is_real(schema, cluster):
     bad["not_a_key"] = 1
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_cluster_local_yaml_rehearses_the_same_shape(schema, cluster):
+    local = yaml.safe_load((ROOT / "cluster.local.yaml").read_text())
+    jsonschema.validate(local, schema)
+    assert local["provider"]["type"] == "fake_multinode"
+    head = local["available_node_types"][local["head_node_type"]]
+    assert head["resources"].get("CPU") == 0 and head["max_workers"] == 0  # like cluster.yaml's head
+    workers = [t for name, t in local["available_node_types"].items() if name != local["head_node_type"]]
+    assert len(workers) == 1 and workers[0]["min_workers"] == 0 < workers[0]["max_workers"]
+    text = (ROOT / "cluster.local.yaml").read_text()
+    assert text.startswith("#") and "RAY_FAKE_CLUSTER=1" in text and "--num-cpus=0" in text and "What to edit" in text

@@ -88,7 +88,7 @@ def test_every_trial_run_has_system_metrics_with_each_report(sweep):
     for run in sweep["trials"].values():
         metrics = run.data.metrics
         assert {S.CPU, S.MEMORY_MB, S.MEMORY_PERCENT, S.PROCESS_RSS_MB} <= set(metrics), sorted(metrics)
-        assert 0.0 < metrics[S.PROCESS_RSS_MB] and 0.0 <= metrics[S.MEMORY_PERCENT] <= 100.0
+        assert metrics[S.PROCESS_RSS_MB] > 0.0 and 0.0 <= metrics[S.MEMORY_PERCENT] <= 100.0
         # one value per report: epoch 0, 1 and 2, at the same steps as the losses
         steps = [m.step for m in client.get_metric_history(run.info.run_id, S.PROCESS_RSS_MB)]
         assert steps == [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 1, 2]
@@ -130,8 +130,14 @@ def test_one_registered_version_per_size_loads_and_predicts(sweep):
         assert "test_loss" in version.tags
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
         atoms.rattle(0.05, seed=1)
-        atoms.calc = EngineCalculator(f"models:/{name}/{version.version}", tracking_uri=sweep["uri"])
-        forces, energy = atoms.get_forces(), atoms.get_potential_energy()
+        with pytest.MonkeyPatch.context() as mp:  # the store named here, not $MLFLOW_TRACKING_URI's registry
+            mp.delenv("MLFLOW_TRACKING_URI")
+            cwd = sweep["tmp"] / "elsewhere"
+            cwd.mkdir(exist_ok=True)
+            mp.chdir(cwd)
+            atoms.calc = EngineCalculator(f"models:/{name}/{version.version}", tracking_uri=sweep["uri"])
+            forces, energy = atoms.get_forces(), atoms.get_potential_energy()
+            assert not (cwd / "mlflow.db").exists()  # no default store was touched
         assert forces.shape == (8, 3) and np.isfinite(forces).all() and math.isfinite(energy)
         # the same weights as the trial's own checkpoint
         local = atoms.copy()
