@@ -263,7 +263,8 @@ def fit_frontier(
     ci = {k: list(percentile_ci(samples[k])) for k in params}
     unident = not_identified(params, ci, len(boot_theta), n_boot)
     front_runs = len(np.unique(front["run"]))
-    unreliable = unreliable_intervals(params, ci, samples, n_boot, front_runs, "runs on the envelope")
+    unreliable = {k: why for k, why in unreliable_intervals(params, ci, samples, n_boot, front_runs,
+                                                             "runs on the envelope").items() if k not in unident}
     ss_tot = float(np.sum((np.log(front["loss"]) - np.log(front["loss"]).mean()) ** 2))
     out["law"] = {
         "formula": "L = α·C^−β",
