@@ -15,6 +15,9 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
+# data files data.lazy cannot read (it reads .aselmdb files or folders of them)
+_NOT_LMDB_SUFFIXES = (".extxyz", ".xyz", ".json", ".bz2", ".gz", ".db", ".traj", ".xml", ".cif", ".vasp", ".out")
+
 
 @dataclass
 class DataConfig:
@@ -66,9 +69,9 @@ class DataConfig:
                 "data.lazy reads .aselmdb files, not the embedded EMT dataset; set data.path (--data) to an .aselmdb "
                 "file or folder (python -m engine.data.convert makes them from MPtrj/Alexandria JSON) or drop --lazy"
             )
-        if (self.format not in (None, "aselmdb")) or (
-            self.format is None and Path(self.path).suffix not in ("", ".aselmdb")
-        ):
+        p = Path(self.path).expanduser()
+        named_other = p.suffix.lower() in _NOT_LMDB_SUFFIXES or (p.is_file() and p.suffix != ".aselmdb")
+        if self.format not in (None, "aselmdb") or (self.format is None and named_other):
             raise ConfigError(
                 f"data.lazy reads only .aselmdb files, not {self.path}"
                 f"{f' (format {self.format})' if self.format else ''}; convert it (python -m engine.data.convert, "

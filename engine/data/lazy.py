@@ -346,6 +346,10 @@ class LazySubset(Sequence[Record]):
     def sizes(self, cache_dir: str | Path | None = None) -> np.ndarray:
         return self.db.sizes(cache_dir if cache_dir is not None else self.cache_dir)[self.indices]
 
+    def uids(self) -> list[str]:
+        """The uids of these records, in order, without reading them."""
+        return [self.db.uid(int(i)) for i in self.indices]
+
 
 class LazyGraphDataset(torch.utils.data.Dataset):
     """(record, neighbor graph) per index; the graph is built where ``__getitem__`` runs (a DataLoader worker).

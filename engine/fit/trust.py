@@ -64,11 +64,11 @@ def not_identified(params: dict[str, float], ci95: dict, n_boot_ok: int, n_boot:
     return out
 
 
-ONE_SIDED = 0.01  # an end within this share of the interval's width from the estimate counts as on it
+ONE_SIDED = 0.05  # an end within this share of the interval's width from the estimate counts as on it
 
 
 def _on_end(est: float, lo: float, hi: float) -> bool:
-    """Whether an end of [lo, hi] sits on the estimate (within 1 % of the width, or float noise)."""
+    """Whether an end of [lo, hi] sits on the estimate (within 5 % of the width, or float noise)."""
     tol = max(ONE_SIDED * (hi - lo), 1e-9 * max(abs(est), 1e-12))
     return min(abs(est - lo), abs(hi - est)) <= tol
 

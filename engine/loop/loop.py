@@ -17,6 +17,8 @@ loss; the best weights are restored at the end). A loss that becomes NaN/inf sto
 diverged (``diverged_epoch`` in its last report). The last report also scores the weights the trial
 ends with (EMA when on, the best under early stopping) on the test split (``test_*``). The target
 normalization is the dataset's (``splits.normalization``), shared by every training-set size.
+With ``data.lazy`` the splits are views of ``.aselmdb`` rows and batches come from DataLoader workers
+(:func:`batch_stream`); training error sums stay on the device until a report reads them.
 """
 
 from __future__ import annotations

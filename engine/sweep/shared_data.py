@@ -53,6 +53,12 @@ def budget_rule(config: TrialConfig) -> str:
     return rule
 
 
+def _split_uids(part) -> list[str]:
+    """The uids of a split; a lazy one (data.lazy) names them without reading its rows."""
+    names = getattr(part, "uids", None)
+    return names() if names is not None else [r.uid for r in part]
+
+
 def prepare_shared_data(configs: list[TrialConfig], sweep_dir: Path, stream: TextIO | None = None) -> SharedData:
     """Fit (or reload) the normalization and the baselines of the sweep whose trials have ``configs``."""
     from engine.data.dataset import load_splits
@@ -71,7 +77,7 @@ def prepare_shared_data(configs: list[TrialConfig], sweep_dir: Path, stream: Tex
     largest = None if any(not n for n in sizes) else max(int(n) for n in sizes if n)
     splits = load_splits(dataclasses.replace(data, train_size=largest, normalization_file=None), progress=False)
     # the largest training subset holds every smaller one (nested), so these uids are all a trial sees
-    uids = [r.uid for part in (splits.train, splits.val, splits.test) for r in part]
+    uids = [u for part in (splits.train, splits.val, splits.test) for u in _split_uids(part)]
     shared.dataset = describe(dataclasses.asdict(data), uids, splits.pool_size, len(splits.val), len(splits.test))
     norm_path = sweep_dir / NORMALIZATION_FILE
     if norm_path.exists():

@@ -69,3 +69,23 @@ def test_batch_pin_memory_pins_every_tensor():
     assert pinned.uids == ["a"] and pinned.numbers.is_pinned() and pinned.stress_mask.is_pinned()
     moved = pinned.to("cuda", non_blocking=True)
     assert moved.edge_index.is_cuda and torch.equal(moved.energy.cpu(), batch.energy)
+
+
+def test_ranks_shard_a_lazy_batch_as_an_in_memory_one_without_reading_rows(lmdb_folder, tmp_path):
+    """DDP shards a global batch by atoms: the lazy dataset gives the same shards from its atom counts alone."""
+    from engine.data.graph import GraphDataset, GraphSpec
+    from engine.data.lazy import LazyAseDB, LazyGraphDataset
+    from engine.loop.loop import DistContext, local_shard
+
+    db = LazyAseDB(lmdb_folder)
+    spec = GraphSpec(cutoff=4.0, max_neighbors=8)
+    lazy = LazyGraphDataset(db, spec, cache_dir=tmp_path)
+    lazy.sizes()
+    read = db.rows_read
+    eager = GraphDataset(emt_records(48, seed=4), spec)
+    for idx in ([3, 40, 7, 12, 30], [5]):
+        for rank in (0, 1):
+            dist = DistContext(rank, 2, "cpu")
+            assert local_shard(lazy, idx, dist) == local_shard(eager, idx, dist)
+    assert db.rows_read == read
+    close_environments()
