@@ -84,7 +84,7 @@ def _steps_lazy(ctx: StepContext, dataset: LazyGraphDataset, batches: list[list[
     return total / (len(batches) - 1), sum(waits[1:]) / (len(batches) - 1), waits[0]
 
 
-def run(n_structures: int = 256, n_steps: int = 12, workers: int = 1) -> list[dict]:
+def run(n_structures: int = 256, n_steps: int = 12, workers: int = 1, only: str = "") -> list[dict]:
     from engine.data.emt import generate_records
 
     torch.set_num_threads(1)
@@ -96,7 +96,7 @@ def run(n_structures: int = 256, n_steps: int = 12, workers: int = 1) -> list[di
         sizes = db.sizes()
         order = np.random.default_rng(0).permutation(len(db))
         batches = pack_batches(sizes, 16, 1024, order)
-        for label, family, model_config in CASES:
+        for label, family, model_config in (case for case in CASES if only in case[0]):
             model, cfg_values = _build(family, model_config)
             c = model.config
             spec = GraphSpec(float(c.cutoff), int(c.max_neighbors), bool(c.strict_neighbors))
@@ -136,9 +136,10 @@ def main() -> None:
     p.add_argument("--structures", type=int, default=256)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--only", default="", help="models whose label contains this text (default: all)")
     args = p.parse_args()
     print(f"{platform.node()} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} torch {torch.__version__}")
-    for r in run(args.structures, args.steps, args.workers):
+    for r in run(args.structures, args.steps, args.workers, args.only):
         print(f"| {r['model']} | {r['edges_per_batch']} | {r['data_struct_s'][0]} / {r['data_struct_s'][1]} / "
               f"{r['data_struct_s'][2]} | {r['step_struct_s_memory']} | {r['step_struct_s_lazy']} | "
               f"{r['lazy_over_memory_step']} | {100 * r['data_wait_share']:.1f} % | {r['first_batch_wait_s']} |")

@@ -96,8 +96,16 @@ def relax_probe(atoms, reference: Callable[[], object] | None, config: ProbeConf
 
 
 def probe_records(records: Sequence[Record], config: ProbeConfig) -> list[Record]:
-    """The structures the probes run on: the first ``config.structures`` periodic ones with ≥ 2 atoms."""
-    return [r for r in records if bool(np.all(r.pbc)) and len(r.numbers) >= 2][: config.structures]
+    """The structures the probes run on: the first ``config.structures`` periodic ones with ≥ 2 atoms
+    (reads no further than it needs: ``records`` may be a lazy dataset)."""
+    chosen: list[Record] = []
+    for k in range(len(records)):
+        if len(chosen) >= config.structures:
+            break
+        record = records[k]
+        if bool(np.all(record.pbc)) and len(record.numbers) >= 2:
+            chosen.append(record)
+    return chosen
 
 
 def _nanmedian(values: Sequence[float]) -> float:

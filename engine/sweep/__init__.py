@@ -9,4 +9,7 @@
 - :mod:`engine.sweep.storage`  trial state every node reaches (shared path or s3://, gs://), the start-time check
 - :mod:`engine.sweep.lock`     one driver per sweep
 - :mod:`engine.sweep.tracking` MLflow parent/child runs keyed by sweep name and trial id
+- :mod:`engine.sweep.sysmetrics` a trial's CPU/memory/GPU use, merged into its reports (MLflow ``system/...``)
+- :mod:`engine.sweep.datasets` the sweep's data as an MLflow dataset input of every trial run
+- :mod:`engine.sweep.registry` the best trial of each size registered in MLflow's Model Registry
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import pytest
 from mlflow import MlflowClient
@@ -17,7 +18,7 @@ from ray import tune
 
 from engine.sweep.runner import SweepOptions, prepare_data, run_sweep
 from engine.sweep.spaces import expand, space_from_dict
-from tests.sweep.cluster_harness import new_base, processes_under, ray_env, start_cluster
+from tests.sweep.cluster_harness import kill_under, new_base, processes_under, ray_env, start_cluster
 from tests.sweep.conftest import TINY_FIXED
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,13 @@ def cluster():
             mp.delenv(key, raising=False)
         else:
             mp.setenv(key, value)  # the raylets and the in-process drivers read these
-    handle = start_cluster([1, 1], base)
+    try:
+        handle = start_cluster([1, 1], base)
+    except BaseException:
+        kill_under(base)  # a head that came up before the failure
+        shutil.rmtree(base, ignore_errors=True)
+        mp.undo()
+        raise
     try:
         yield handle
     finally:
