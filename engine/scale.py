@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from engine.sweep.runner import SweepOptions, load_saved_space, run_report, run_sweep, sweep_dir_for
+    from engine.report.build import report_after_sweep
+    from engine.sweep.runner import SweepOptions, load_saved_space, run_sweep, sweep_dir_for
 
     if args.resume:
         if not args.name:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                            storage=args.storage)
     result = run_sweep(space, options, space_text=text)
     if not args.no_report and not result.interrupted:
-        result.report_path = run_report(result)
+        result.report_path = report_after_sweep(result.name, result.tracking_uri)
     print_summary(result, space.axis)
     return 130 if result.interrupted else 0
 

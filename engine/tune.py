@@ -43,9 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.report.build import report_after_sweep
     from engine.sweep.cli_common import build_space, print_summary
     from engine.sweep.hpo import tune_space, write_per_size
-    from engine.sweep.runner import SweepOptions, run_report
+    from engine.sweep.runner import SweepOptions
 
     args = parse_args(argv)
     sizes = args.sizes or [None]
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"use them with: python -m engine.scale --axis params --sizes {','.join(bests)} --lr-from {name}")
     if not args.no_report:
         if len(results) == 1:
-            report = run_report(results[0])
+            report = report_after_sweep(results[0].name, results[0].tracking_uri)
         else:
             from engine.paths import reports_dir
             from engine.report.build import build_report

@@ -719,20 +719,3 @@ def _summarize(
         loop_wall_s=loop_wall,
         interrupted=interrupted,
     )
-
-
-def run_report(result: SweepResult, stream: TextIO | None = None) -> str | None:
-    """Run the report stage (``engine.report.build``) when that module exists; returns the report folder."""
-    stream = stream or sys.stdout
-    try:
-        from engine.report.build import build_report
-    except ImportError:
-        print("report: engine.report.build is not available; skipped", file=stream)
-        return None
-    out_dir = paths.reports_dir() / result.name
-    try:
-        built = build_report(sweeps=[result.name], tracking_uri=result.tracking_uri, out_dir=out_dir)
-    except Exception as exc:  # the sweep's runs are safe in MLflow; a report failure must not hide that
-        print(f"report: failed ({type(exc).__name__}: {exc}); rerun it with python -m engine.report", file=stream)
-        return None
-    return str(built if isinstance(built, (str, Path)) else out_dir)
