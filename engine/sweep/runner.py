@@ -193,7 +193,8 @@ def init_ray(address: str | None, sweep_dir: Path) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        # "local": always a fresh instance of our own, never a `ray start` cluster that happens to run here
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
     return True
 
 
