@@ -6,7 +6,7 @@ and stress heads 31,207,434 / 86,589,068 / 153,769,868.
 
 The ladder ``e0``…``e6`` spans ~10⁴ to ~10⁷ parameters by growing layers, channels, heads and
 lmax/mmax together (as the seed study's 20 sizes did, arXiv 2509.21811), at the published graph
-(20 neighbors, 12 Å, non-strict). Trainable parameters with all three heads: e00 5,361; e0 16,964; e1 69,400;
+(20 neighbors, 12 Å, non-strict). Trainable parameters with all three heads: e0 16,964; e1 69,400;
 e2 218,733; e3 617,738; e4 1,721,506; e5 3,687,498; e6 11,849,482 (tests/models/test_equiformer_v2.py).
 """
 
@@ -48,8 +48,7 @@ def _rung(layers: int, channels: int, heads: int, lmax: int, mmax: int, edge: in
 
 
 PRESETS: dict[str, dict] = {
-    # CPU ladder, small → large; e00 extends it down towards the seed study's smallest (1,926 parameters)
-    "e00": _rung(layers=1, channels=4, heads=1, lmax=2, mmax=1, edge=1, grid=12),
+    # CPU ladder, small → large
     "e0": _rung(layers=1, channels=8, heads=1, lmax=2, mmax=1, edge=4, grid=12),
     "e1": _rung(layers=2, channels=16, heads=2, lmax=2, mmax=2, edge=8, grid=12),
     "e2": _rung(layers=2, channels=24, heads=2, lmax=3, mmax=2, edge=16, grid=14),
