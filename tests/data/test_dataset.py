@@ -93,7 +93,6 @@ def test_nothing_usable(tmp_path):
 def test_mixed_periodicity_is_a_data_error(tmp_path):
     import ase.io
     from ase.build import fcc111
-
     from ase.calculators.emt import EMT
 
     slab = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)  # pbc = (True, True, False)
