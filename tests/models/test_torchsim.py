@@ -18,14 +18,18 @@ def _cells(n: int = 3, seed: int = 11):
     return [random_cell(rng, rep) for rep in [(1, 1, 2), (2, 2, 1), (1, 1, 1)][:n]]
 
 
-def _ase_results(model, atoms_list):
+def _assert_matches_ase(out: dict, model, atoms_list) -> None:
+    """torch-sim's batched outputs equal EngineCalculator's, cell by cell (eV, eV/Å, eV/Å³)."""
     calc = EngineCalculator(model)
-    out = []
-    for atoms in atoms_list:
+    start = 0
+    for k, atoms in enumerate(atoms_list):
         a = atoms.copy()
         a.calc = calc
-        out.append((a.get_potential_energy(), a.get_forces(), a.get_stress(voigt=False)))
-    return out
+        n = len(a)
+        np.testing.assert_allclose(float(out["energy"][k]), a.get_potential_energy(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(out["forces"][start : start + n].numpy(), a.get_forces(), rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(out["stress"][k].numpy(), a.get_stress(voigt=False), rtol=1e-8, atol=1e-10)
+        start += n
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -38,13 +42,7 @@ def test_batched_outputs_match_the_ase_calculator(case: Case) -> None:
     assert out["energy"].shape == (3,)
     assert out["forces"].shape == (sum(len(a) for a in atoms_list), 3)
     assert out["stress"].shape == (3, 3, 3)
-    start = 0
-    for k, (energy, forces, stress) in enumerate(_ase_results(model, atoms_list)):
-        n = len(atoms_list[k])
-        np.testing.assert_allclose(float(out["energy"][k]), energy, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(out["forces"][start : start + n].numpy(), forces, rtol=1e-8, atol=1e-9)
-        np.testing.assert_allclose(out["stress"][k].numpy(), stress, rtol=1e-8, atol=1e-10)
-        start += n
+    _assert_matches_ase(out, model, atoms_list)
 
 
 def test_batched_relaxation_lowers_every_cell_and_agrees_with_ase() -> None:
@@ -64,11 +62,4 @@ def test_batched_relaxation_lowers_every_cell_and_agrees_with_ase() -> None:
     final = ts_model(relaxed)
     assert torch.all(final["energy"] < e0), (e0, final["energy"])
     # the relaxed cells, read back as ASE atoms, get the same energies, forces and stress from ASE
-    back = relaxed.to_atoms()
-    start = 0
-    for k, (energy, forces, stress) in enumerate(_ase_results(model, back)):
-        n = len(back[k])
-        np.testing.assert_allclose(float(final["energy"][k]), energy, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(final["forces"][start : start + n].numpy(), forces, rtol=1e-8, atol=1e-9)
-        np.testing.assert_allclose(final["stress"][k].numpy(), stress, rtol=1e-8, atol=1e-10)
-        start += n
+    _assert_matches_ase(final, model, relaxed.to_atoms())
