@@ -181,13 +181,19 @@ def check_visible_from_workers(storage: TrialStorage, timeout_s: float = 120.0) 
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     if len(ready) < len(refs):
         raise ConfigError(f"storage check: {len(refs) - len(ready)} worker node(s) did not answer in {timeout_s:g} s")
-    for problem in ray.get(refs):
+    checked = 0
+    for ref in refs:
+        try:
+            problem = ray.get(ref)
+        except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError):
+            continue  # listed alive a moment ago, gone now (a lost node): nothing to check there
+        checked += 1
         if problem:
             raise ConfigError(
                 f"storage {storage.uri()} is not shared with the worker nodes: {problem}; "
                 "pass --storage with an NFS path every node mounts, or s3://bucket/prefix"
             )
-    return len(nodes)
+    return checked
 
 
 def check_trial_storage(storage: TrialStorage) -> None:
