@@ -28,6 +28,8 @@ import numpy as np
 import psutil
 import pytest
 
+from tests.e2e.test_ui import alive_pids
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 SPACE = """\
@@ -120,17 +122,6 @@ def _count_runs(uri: str) -> int:
         conn.close()
 
 
-def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def _processes_using(folder: str) -> list[int]:
     """PIDs whose command line mentions ``folder`` (the Ray session folders the drivers started)."""
     out = []
@@ -211,7 +202,7 @@ def test_two_sweeps_at_once_on_a_postgres_backed_server(postgres: str, tmp_path:
         assert np.isfinite(atoms.get_potential_energy()) and np.all(np.isfinite(atoms.get_forces()))
     finally:
         server.stop()
-    assert _alive(server_tree) == [], "server processes left behind"
+    assert alive_pids(server_tree) == [], "server processes left behind"
     # the drivers shut their Ray down on exit; its agents may take a moment to follow
     deadline = time.monotonic() + 60
     while _processes_using(ray_tmp) and time.monotonic() < deadline:

@@ -33,7 +33,8 @@ def _make_store(tmp_path: Path) -> str:
     return uri
 
 
-def _alive(pids: list[int]) -> list[int]:
+def alive_pids(pids: list[int]) -> list[int]:
+    """The pids still running (zombies count as gone); shared with the PostgreSQL test."""
     out = []
     for pid in pids:
         try:
@@ -61,7 +62,7 @@ def test_start_ui_serves_store_and_stop_leaves_nothing(tmp_path: Path) -> None:
         assert conns and all(c.laddr.ip == "127.0.0.1" for c in conns)
     finally:
         handle.stop()
-    assert _alive(tree) == []
+    assert alive_pids(tree) == []
 
 
 def _connections(pid: int) -> list:
@@ -111,9 +112,9 @@ def test_cli_prints_url_and_ctrl_c_stops_everything(tmp_path: Path, sig: signal.
         if proc.poll() is None:
             proc.kill()
     deadline = time.monotonic() + 10
-    while _alive(tree) and time.monotonic() < deadline:
+    while alive_pids(tree) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _alive(tree) == []
+    assert alive_pids(tree) == []
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the SQLite store, as the sweep writes them
 
 
