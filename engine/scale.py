@@ -24,7 +24,7 @@ from pathlib import Path
 from engine import paths
 from engine.cli import run_cli
 from engine.errors import ConfigError
-from engine.sweep.cli_common import add_common_args, build_space, print_summary
+from engine.sweep.cli_common import add_common_args, build_space, failed_trials_exit, print_summary
 
 __all__ = ["build_parser", "build_space", "main"]
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report and not result.interrupted:
         result.report_path = report_after_sweep(result.name, result.tracking_uri)
     print_summary(result, space.axis)
-    return 130 if result.interrupted else 0
+    return 130 if result.interrupted else failed_trials_exit(result, "engine.scale")
 
 
 if __name__ == "__main__":

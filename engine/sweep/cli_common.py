@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from engine import paths
@@ -186,3 +187,18 @@ def print_summary(result, space_axis: str) -> None:
         print(f"report: {result.report_path}")
     if result.interrupted:
         print(f"interrupted: continue with python -m engine.scale --name {result.name} --resume")
+
+
+def failed_trials_exit(result, command: str) -> int:
+    """Exit status after a sweep that was not interrupted: 1 with one ``error:`` line when trials failed.
+
+    The finished trials, their MLflow runs and the report are kept; ``--resume`` retries only the failed ones
+    (a failed trial gets no completion marker)."""
+    failed = sorted(tid for tid, t in result.trials.items() if t["status"] == "failed")
+    if not failed:
+        return 0
+    shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    print(f"error: {len(failed)} trial(s) failed ({shown}); the error of each is in its MLflow run (tag "
+          f"engine.error) and under {result.sweep_dir}; fix the cause, then retry them with "
+          f"python -m {command} --name {result.name} --resume", file=sys.stderr)
+    return 1

@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 from ray import tune
@@ -97,7 +98,12 @@ def test_ddp_trial_spans_two_nodes(cluster, engine_env):
 
 class RemoveTrialNode(tune.Callback):
     """On the target trial's first trained epoch, add a spare node and remove the node the trial runs on
-    (its raylet and its workers): synchronized on the trial's own report and stored attempt file."""
+    (its raylet and its workers): synchronized on the trial's own report and stored attempt file.
+
+    No race with the trial: a one-worker trial blocks in ``tune.report`` until the driver asks for its next
+    result, which Tune does only after this callback returns. The trial's process (pid from attempts.json) is
+    killed and seen gone here, before its raylet: a worker whose raylet dies notices only at its next
+    liveness check, and could otherwise finish its remaining epochs in between."""
 
     def __init__(self, handle, storage_dir, trial_id: str) -> None:
         self.handle = handle
@@ -114,16 +120,14 @@ class RemoveTrialNode(tune.Callback):
         attempt = json.loads((self.storage_dir / "trials" / self.trial_id / "attempts.json").read_text())
         node = next(n for n in self.handle.cluster.list_all_nodes() if n.node_id == attempt["node_id"])
         self.handle.nodes.append(self.handle.cluster.add_node(num_cpus=1))
+        trial_process = psutil.Process(int(attempt["pid"]))
+        trial_process.kill()
+        trial_process.wait(timeout=60)  # a hang guard only: returns as soon as the process is gone
         self.handle.cluster.remove_node(node, allow_graceful=False)
         self.handle.nodes.remove(node)
         self.removed = attempt["node_id"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, to fix: the driver removes the node when it sees epoch 1, and a tiny trial can finish "
-    "its 4 epochs first (seen once in a full-suite run); the trial must be held until the node is gone",
-)
 def test_node_lost_mid_trial_resumes_on_another_node(cluster, engine_env):
     fixed = json.loads(json.dumps(TINY_FIXED))
     fixed["epochs"] = 4
