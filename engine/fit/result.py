@@ -23,16 +23,22 @@ LAWS: dict[str, tuple[LseLaw, str]] = {
 }
 
 
+def _exp(log_value: float) -> float:
+    """exp on the linear scale; inf (not an OverflowError) past float range, e.g. the coefficient of a
+    flat curve's fit whose exponent ran negative: the trust checks then flag it as not identified."""
+    return math.exp(log_value) if log_value < math.log(np.finfo(float).max) else math.inf
+
+
 def params_from_theta(law: str, theta: np.ndarray) -> dict[str, float]:
     """Reported parameters (linear scale) from log-space θ = [log coef, exponent, …, log E]."""
     t = np.asarray(theta, dtype=float)
     if law == "power":
-        return {"alpha": math.exp(t[0]), "beta": float(t[1])}
+        return {"alpha": _exp(t[0]), "beta": float(t[1])}
     if law == "offset":
-        return {"alpha": math.exp(t[0]), "beta": float(t[1]), "E": math.exp(t[2])}
+        return {"alpha": _exp(t[0]), "beta": float(t[1]), "E": _exp(t[2])}
     if law == "joint":
         a, b = float(t[1]), float(t[3])
-        out = {"E": math.exp(t[4]), "A": math.exp(t[0]), "a": a, "B": math.exp(t[2]), "b": b}
+        out = {"E": _exp(t[4]), "A": _exp(t[0]), "a": a, "B": _exp(t[2]), "b": b}
         # Hoffmann et al. 2022 eq. (4): N_opt ∝ C^(b/(a+b)), D_opt ∝ C^(a/(a+b))
         s = a + b
         out["x_n_opt"] = b / s if s > 0 else float("nan")
