@@ -149,6 +149,11 @@ def comparison_summary(analyses: list[SweepAnalysis]) -> dict:
     return out
 
 
+def _flagged(fit: dict) -> str:
+    """A comparison cell's warning when the sweep's own section says not to read the fit as a law."""
+    return "; flagged, not a law (see the sweep's section)" if fit.get("flags") else ""
+
+
 def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
     """Exponents side by side with the seed study's, plateaus, and one figure per target."""
     names = [s["sweep"] for s in fits["sweeps"]]
@@ -163,7 +168,8 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
                 if "beta" in (c.get("not_identified") or {}):
                     row.append(f"β not identified by these runs ({c['formula']})")
                 else:
-                    row.append(f"β = {fmt(c['params']['beta'])} {_ci(c['ci95']['beta'])} ({c['formula']})")
+                    row.append(f"β = {fmt(c['params']['beta'])} {_ci(c['ci95']['beta'])} ({c['formula']})"
+                               + _flagged({"flags": (f.get("flags") or []) + (c.get("flags") or [])}))
             else:
                 row.append(_na(f) if "not_available" in f else "—")
         row.append(str(SEED_EXPONENTS[var]) if metric == M.VAL_LOSS and var in SEED_EXPONENTS else "—")
@@ -177,9 +183,9 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
             elif "beta" in (law.get("not_identified") or {}):
                 row.append("β not identified by these runs")
             elif "beta" in (law.get("interval_unreliable") or {}):
-                row.append(f"β = {fmt(law['params']['beta'])} (interval not reliable)")
+                row.append(f"β = {fmt(law['params']['beta'])} (interval not reliable)" + _flagged(law))
             else:
-                row.append(f"β = {fmt(law['params']['beta'])} {_ci(law['ci95']['beta'])}")
+                row.append(f"β = {fmt(law['params']['beta'])} {_ci(law['ci95']['beta'])}" + _flagged(law))
         row.append(str(SEED_EXPONENTS[M.FLOPS_CUM]) if metric == M.VAL_LOSS else "—")
         rows.append(row)
     cmp = fits.get("comparison") or {}
