@@ -8,7 +8,8 @@
 #
 # From the repository root or anywhere; re-running resumes the sweeps that exist (finished trials are kept).
 # Durations:
-# - cpu: about 60 min on an idle 2-core machine (estimated from step times measured here; EquiformerV2 params
+# - cpu: measured 2026-11-30 at load 2-7: EquiformerV2 params ~38 min (e3 alone 28), data ~35, compute ~47; each
+#   transformer piece 3-5 min; the report 52 s. Estimated earlier, idle: about 60 min (EquiformerV2 params
 #   ~20, data ~8, compute ~7; transformer and periodic transformer ~3 each per axis; report ~3), 2-3x longer on a
 #   loaded one. Under load 10-35 (other jobs on the same 2 cores) EquiformerV2 e0 steps took 2.6-3.4 s instead
 #   of ~0.25 s: run it on an idle machine.
