@@ -79,13 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"per-size best values: {path}")
     print(f"use them with: python -m engine.scale --axis params --sizes {','.join(bests)} --lr-from {name}")
     if not args.no_report:
-        if len(results) == 1:
-            report = report_after_sweep(results[0].name, results[0].tracking_uri)
-        else:
-            from engine.paths import reports_dir
-            from engine.report.build import build_report
-
-            report = build_report([r.name for r in results], results[0].tracking_uri, reports_dir() / name)
+        # one size: the search is the sweep `name`; several: one search per size, one report `name`
+        report = report_after_sweep(name, results[0].tracking_uri, sweeps=[r.name for r in results])
         print(f"tuning report: {report}")
     return 0
 

@@ -23,10 +23,13 @@ LAWS: dict[str, tuple[LseLaw, str]] = {
 }
 
 
+_LOG_FLOAT_MAX = math.log(np.finfo(float).max)
+
+
 def _exp(log_value: float) -> float:
     """exp on the linear scale; inf (not an OverflowError) past float range, e.g. the coefficient of a
     flat curve's fit whose exponent ran negative: the trust checks then flag it as not identified."""
-    return math.exp(log_value) if log_value < math.log(np.finfo(float).max) else math.inf
+    return math.exp(log_value) if log_value < _LOG_FLOAT_MAX else math.inf
 
 
 def params_from_theta(law: str, theta: np.ndarray) -> dict[str, float]:

@@ -132,16 +132,18 @@ def _log_artifacts(data, out: Path) -> None:
             MlflowClient(tracking_uri=d.tracking_uri).log_artifacts(d.parent_run_id, str(out), artifact_path="report")
 
 
-def report_after_sweep(name: str, tracking_uri: str, stream: TextIO | None = None) -> str | None:
-    """The report stage a sweep CLI runs last: build ``reports/<name>/``; returns the folder, or None on failure.
+def report_after_sweep(name: str, tracking_uri: str, sweeps: list[str] | None = None,
+                       stream: TextIO | None = None) -> str | None:
+    """The report stage a sweep CLI runs last: build ``reports/<name>/`` from ``sweeps`` (default: the sweep
+    ``name`` alone; ``engine.tune`` passes one search per size); returns the folder, or None on failure.
 
-    The sweep's runs are safe in MLflow whatever happens here, so a failure is one line, never a traceback
+    The sweeps' runs are safe in MLflow whatever happens here, so a failure is one line, never a traceback
     that would hide the sweep's own outcome; ``python -m engine.report --sweep NAME`` rebuilds it.
     """
     stream = stream or sys.stdout
     out_dir = reports_dir() / name
     try:
-        return str(build_report(sweeps=[name], tracking_uri=tracking_uri, out_dir=out_dir))
+        return str(build_report(sweeps=sweeps or [name], tracking_uri=tracking_uri, out_dir=out_dir))
     except Exception as exc:
         print(f"report: failed ({type(exc).__name__}: {exc}); rerun it with python -m engine.report", file=stream)
         return None

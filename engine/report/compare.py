@@ -149,9 +149,9 @@ def comparison_summary(analyses: list[SweepAnalysis]) -> dict:
     return out
 
 
-def _flagged(fit: dict) -> str:
+def _flagged(*fits: dict) -> str:
     """A comparison cell's warning when the sweep's own section says not to read the fit as a law."""
-    return "; flagged, not a law (see the sweep's section)" if fit.get("flags") else ""
+    return "; flagged, not a law (see the sweep's section)" if any(f.get("flags") for f in fits) else ""
 
 
 def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
@@ -169,7 +169,7 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
                     row.append(f"β not identified by these runs ({c['formula']})")
                 else:
                     row.append(f"β = {fmt(c['params']['beta'])} {_ci(c['ci95']['beta'])} ({c['formula']})"
-                               + _flagged({"flags": (f.get("flags") or []) + (c.get("flags") or [])}))
+                               + _flagged(f, c))
             else:
                 row.append(_na(f) if "not_available" in f else "—")
         row.append(str(SEED_EXPONENTS[var]) if metric == M.VAL_LOSS and var in SEED_EXPONENTS else "—")
