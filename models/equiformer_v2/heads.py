@@ -1,7 +1,8 @@
 """Output heads of the OMat24 EquiformerV2 models (Barroso-Luque et al. 2024, arXiv 2410.12771, §4).
 
 - Energy: the FFN applied to the final features, its degree-0 output per atom, summed over each
-  structure and divided by ``avg_num_nodes``.
+  structure and divided by ``avg_num_nodes`` (1.0 in the engine, 31.17 as published: see
+  ``EquiformerV2Config``).
 - Forces (direct): a separate equivariant graph attention block with one output channel, whose
   l = 1 coefficients are the per-atom force vector.
 - Stress (rank-2 symmetric, decomposed): per edge, the invariant x_e = LN(Σ_lm [x_j ‖ x_i]_lm ·

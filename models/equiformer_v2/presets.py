@@ -17,7 +17,7 @@ _OMAT = {
     "max_neighbors": 20,
     "strict_neighbors": False,
     "max_num_elements": 96,
-    "avg_num_nodes": 31.17,
+    "avg_num_nodes": 1.0,  # published 31.17; see EquiformerV2Config (the engine's energy unit is per atom)
     "avg_degree": 61.95,
     "sphere_channels": 128,
     "attn_hidden_channels": 64,
