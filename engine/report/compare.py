@@ -3,7 +3,8 @@
 ``python -m engine.report --sweep A --sweep B …``: for each target (total validation loss, energy,
 forces, stress) one figure whose panels are the scale variables the sweeps cover (N, D, and the
 compute frontier C); in each panel every family's seed means, its chosen law, and the baselines as
-reference lines. The seed study's EquiformerV2 exponents (arXiv 2509.21811: 0.383 parameters,
+reference lines. A model family keeps one colour across its sweeps; each of its sweeps has its own marker.
+The seed study's EquiformerV2 exponents (arXiv 2509.21811: 0.383 parameters,
 0.242 data, 0.339 compute) are printed for reference, and each family's local slope over the last
 decade it covers says whether it still improves or has plateaued.
 """
@@ -34,6 +35,24 @@ def family(an: SweepAnalysis) -> str:
     """Legend name of a sweep: its name and model family."""
     models = an.summary.get("models") or []
     return f"{an.summary['sweep']} ({', '.join(models)})" if models else an.summary["sweep"]
+
+
+FAMILY_COLORS = [*COLORS, "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+SWEEP_MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+def styles(analyses: list[SweepAnalysis]) -> list[tuple[str, str]]:
+    """(colour, marker) per sweep: one colour per model family, in order of first appearance, so a
+    family's params, data and compute sweeps read as one family; a marker per sweep within its family."""
+    colors: dict[tuple[str, ...], str] = {}
+    seen: dict[tuple[str, ...], int] = {}
+    out = []
+    for an in analyses:
+        key = tuple(an.summary.get("models") or [an.summary["sweep"]])
+        color = colors.setdefault(key, FAMILY_COLORS[len(colors) % len(FAMILY_COLORS)])
+        out.append((color, SWEEP_MARKERS[seen.get(key, 0) % len(SWEEP_MARKERS)]))
+        seen[key] = seen.get(key, 0) + 1
+    return out
 
 
 def geo_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,17 +86,18 @@ def plot_target(analyses: list[SweepAnalysis], metric: str, path: Path) -> list[
     panels = panels_for(analyses, metric)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 0.6, 4.4), squeeze=False)
     handles: dict[str, object] = {}
+    style = styles(analyses)
     for ax, var in zip(axes[0], panels):
         y_focus: list[float] = []
-        for i, an in enumerate(analyses):
-            c, tag = COLORS[i % len(COLORS)], family(an)
+        for an, (c, marker) in zip(analyses, style):
+            tag = family(an)
             if var == M.FLOPS_CUM:
                 fr = an.frontiers.get(metric)
                 if not fr:
                     continue
                 front = fr["frontier"]
                 y_focus.extend(float(v) for v in front["loss"])
-                h = ax.scatter(front["flops"], front["loss"], s=14, color=c)
+                h = ax.scatter(front["flops"], front["loss"], s=14, color=c, marker=marker)
                 handles.setdefault(f"{tag}: data", h)
                 law = fr.get("law", {})
                 if "theta" in law:
@@ -93,7 +113,7 @@ def plot_target(analyses: list[SweepAnalysis], metric: str, path: Path) -> list[
                 continue
             ux, uy = geo_means(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
             y_focus.extend(uy.tolist())
-            h = ax.scatter(ux, uy, s=30, color=c, edgecolor="k", zorder=3)
+            h = ax.scatter(ux, uy, s=30, color=c, marker=marker, edgecolor="k", zorder=3)
             handles.setdefault(f"{tag}: data", h)
             fit = an.axis_fits.get(metric, {}).get(var)
             if fit is not None and fit.best is not None:
