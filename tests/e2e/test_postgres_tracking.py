@@ -28,7 +28,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.e2e.test_ui import alive_pids
+from tests.e2e.processes import alive_pids
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -16,6 +16,7 @@ import pytest
 
 from engine.errors import ConfigError
 from engine.ui import start_ui
+from tests.e2e.processes import alive_pids
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,16 +34,6 @@ def _make_store(tmp_path: Path) -> str:
     return uri
 
 
-def alive_pids(pids: list[int]) -> list[int]:
-    """The pids still running (zombies count as gone); shared with the PostgreSQL test."""
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def test_start_ui_serves_store_and_stop_leaves_nothing(tmp_path: Path) -> None:
