@@ -15,7 +15,7 @@ from engine.errors import UserError
 from engine.fit.bootstrap import average_by_group, group_runs, percentile_ci, point_weights, resample_counts
 from engine.fit.multistart import fit_multistart, refit_many
 from engine.fit.result import LAWS, FitUnavailable, LawFit, params_from_theta
-from engine.fit.trust import fit_flags, measurement_scatter, not_identified
+from engine.fit.trust import fit_flags, measurement_scatter, not_identified, unreliable_intervals
 
 DEFAULT_N_BOOT = 500
 SYMBOLS = {"n_params": "N", "train_size": "D", "flops_cum": "C"}  # letters the formulas print
@@ -96,6 +96,9 @@ def fit_law(
     samples = [params_from_theta(law, t) for t in boot]
     ci = {k: list(percentile_ci(np.array([s[k] for s in samples]))) for k in params}
     unident = not_identified(params, ci, len(boot), n_boot)
+    arrays = {k: np.array([s[k] for s in samples], dtype=float) for k in params}
+    unreliable = {k: why for k, why in unreliable_intervals(params, ci, arrays, n_boot, len(y)).items()
+                  if k not in unident}
     sigma, dof, source = measurement_scatter(logy_runs, inverse, resid, shape.n_params)
     pruned = top_k is not None and top_k < ms.n_grid
     grid_desc = f"best {ms.n_starts} of the grid by initial loss" if pruned else "full grid"
@@ -127,7 +130,8 @@ def fit_law(
         theta=[float(v) for v in ms.theta],
         converged=ms.converged,
         not_identified=unident,
-        flags=fit_flags(ms.converged, ms.n_starts, unident),
+        interval_unreliable=unreliable,
+        flags=fit_flags(ms.converged, ms.n_starts, unident, unreliable),
         scatter_log=sigma,
         scatter_dof=dof,
         scatter_source=source,

@@ -75,6 +75,7 @@ class LawFit:
     theta: list[float]  # log-space parameters [log coef, exponent, …, log E]
     converged: bool = True  # the reported optimum met the convergence test
     not_identified: dict[str, str] = field(default_factory=dict)  # parameter → why the runs do not pin it
+    interval_unreliable: dict[str, str] = field(default_factory=dict)  # parameter → why its interval is not quoted
     flags: list[str] = field(default_factory=list)  # one sentence per reason not to trust this fit
     scatter_log: float = float("nan")  # σ of one run's log L around the law (seeds, else residuals)
     scatter_dof: int = 0
@@ -83,7 +84,7 @@ class LawFit:
 
     @property
     def trusted(self) -> bool:
-        """Converged, and every parameter identified by the runs."""
+        """Converged, every parameter identified by the runs, every interval reliable."""
         return not self.flags
 
     @property

@@ -28,16 +28,19 @@ def _ci(ci) -> str:
     return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
-def _params_cell(fit: dict) -> str:
-    """Parameters with intervals; one the runs do not identify is named as such, not quoted as a value."""
+def _params_cell(fit: dict, flagged_below: bool = True) -> str:
+    """Parameters with intervals; one the runs do not identify is named as such, not quoted as a value.
+
+    An interval that cannot be trusted is not quoted: the cell says why, or points to the flag block below
+    the table (``flagged_below``: the fit whose flags the section prints)."""
     unident = fit.get("not_identified") or {}
     unreliable = fit.get("interval_unreliable") or {}
     cells = []
     for k, v in fit["params"].items():
         if k in unident:
             cells.append(f"{k}: {NOT_IDENTIFIED} (estimate {fmt(v)}; {unident[k]})")
-        elif k in unreliable:  # the estimate without its interval; the flag block below says why
-            cells.append(f"{k} = {fmt(v)} ({UNRELIABLE}: see below)")
+        elif k in unreliable:  # the estimate without its interval
+            cells.append(f"{k} = {fmt(v)} ({UNRELIABLE}: {'see below' if flagged_below else unreliable[k]})")
         else:
             cells.append(f"{k} = {fmt(v)} {_ci(fit['ci95'].get(k))}")
     return "; ".join(cells)
@@ -64,7 +67,7 @@ def axis_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
             rows = []
             for form, f in fit["fits"].items():
                 mark = " (chosen)" if form == fit["chosen"] else ""
-                rows.append([f["formula"] + mark, _params_cell(f), fmt(f["r2_log"]), fmt(f["rmse_log"]),
+                rows.append([f["formula"] + mark, _params_cell(f, bool(mark)), fmt(f["r2_log"]), fmt(f["rmse_log"]),
                              fmt(fit["loo_rmse_log"].get(form)), f"{f['n_points']} / {f['n_runs']}"])
             for form, why in fit["unavailable"].items():
                 rows.append([form, _na({"not_available": why}), "—", "—", "—", "—"])

@@ -55,11 +55,15 @@ def test_report_files_numbers_and_embedded_images(mlflow_store, tmp_path):
     axis = s["axis_fits"]["val_loss"]["n_params"]
     chosen = axis["fits"][axis["chosen"]]
     # every fitted parameter and interval in fits.json is printed in report.md, same format; one the runs do
-    # not identify is named so instead
+    # not identify is named so instead, and an interval that cannot be trusted is not quoted
     for k, v in chosen["params"].items():
         lo, hi = chosen["ci95"][k]
         if k in chosen["not_identified"]:
             assert f"{k}: not identified by these runs (estimate {fmt(v)}; {chosen['not_identified'][k]})" in md
+        elif k in chosen["interval_unreliable"]:
+            assert f"{k} = {fmt(v)} (interval not reliable: see below)" in md
+            assert f"interval not reliable for {k}: {chosen['interval_unreliable'][k]}" in md
+            assert f"{k} = {fmt(v)} [{fmt(lo)}, {fmt(hi)}]" not in md
         else:
             assert f"{k} = {fmt(v)} [{fmt(lo)}, {fmt(hi)}]" in md
     assert chosen["converged"] is True
