@@ -48,11 +48,13 @@ class FCNConfig(ModelConfig):
             raise ValueError(f"cutoff must be > 0 Å, got {self.cutoff}")
 
 
-# species channels, Gaussians, hidden width, depth: ~10³ → ~10⁶ parameters
+# species channels, Gaussians, hidden width, depth: ~10³ → ~10⁶ parameters. f5 (9.5·10⁵, f4's descriptor with a
+# wider MLP) tops the default params ladder; f6 (1.6·10⁶, named f5 until 2026-11-30) costs ~4× f4 per step.
 PRESETS = {
     f"f{k}": {"species_channels": c, "num_rbf": r, "hidden": h, "depth": L}
     for k, (c, r, h, L) in enumerate(
-        [(2, 8, 16, 2), (4, 12, 48, 2), (4, 16, 128, 2), (8, 16, 256, 3), (8, 24, 512, 3), (16, 32, 768, 3)]
+        [(2, 8, 16, 2), (4, 12, 48, 2), (4, 16, 128, 2), (8, 16, 256, 3), (8, 24, 512, 3), (8, 24, 640, 3),
+         (16, 32, 768, 3)]
     )
 }
 

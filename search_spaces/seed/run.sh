@@ -8,11 +8,10 @@
 #
 # From the repository root or anywhere; re-running resumes the sweeps that exist (finished trials are kept).
 # Durations:
-# - cpu: measured 2026-11-30 at load 2-7: EquiformerV2 params ~38 min (e3 alone 28), data ~35, compute ~47; each
-#   transformer piece 3-5 min; the report 52 s. Estimated earlier, idle: about 60 min (EquiformerV2 params
-#   ~20, data ~8, compute ~7; transformer and periodic transformer ~3 each per axis; report ~3), 2-3x longer on a
-#   loaded one. Under load 10-35 (other jobs on the same 2 cores) EquiformerV2 e0 steps took 2.6-3.4 s instead
-#   of ~0.25 s: run it on an idle machine.
+# - cpu: measured 2026-11-30 on the idle machine: EquiformerV2 params 50 min (e3 alone 2,984 s), data 31 min,
+#   compute 34 min (the test suite shared the cores for 17 of them); each transformer piece 3-5 min (measured
+#   earlier at load 2-7); the report about 1 min. About 2 h 20 min in all. Under load (other jobs on the same
+#   2 cores) everything is 2-3x slower: run it alone.
 # - gpu: about 6-7 h on one modern GPU (ESTIMATED from FLOPs counted on CPU, see each file; dataset generation
 #   ~27 min of one CPU core first). Largest single piece: gpu/eqv2-params (~3.6 h); a 10-minute GPU slot fits
 #   e.g. gpu/transformer-data with --train-sizes 1000,10000 or one eqv2 trial.
