@@ -41,14 +41,21 @@ FAMILY_COLORS = [*COLORS, "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
 SWEEP_MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
+def family_key(summary: dict) -> tuple[str, ...]:
+    """A sweep's family: its model(s) and the letters of its size ladders (the plain transformer's t-ladder and
+    the periodic transformer's p-ladder are one model class, two families); the sweep name when it has none."""
+    ladders = sorted({str(t.get("preset") or "").rstrip("0123456789") for t in summary.get("trials") or []} - {""})
+    return (*(summary.get("models") or [summary["sweep"]]), *ladders)
+
+
 def styles(analyses: list[SweepAnalysis]) -> list[tuple[str, str]]:
-    """(colour, marker) per sweep: one colour per model family, in order of first appearance, so a
-    family's params, data and compute sweeps read as one family; a marker per sweep within its family."""
+    """(colour, marker) per sweep: one colour per family (:func:`family_key`), in order of first appearance, so
+    a family's params, data and compute sweeps read as one family; a marker per sweep within its family."""
     colors: dict[tuple[str, ...], str] = {}
     seen: dict[tuple[str, ...], int] = {}
     out = []
     for an in analyses:
-        key = tuple(an.summary.get("models") or [an.summary["sweep"]])
+        key = family_key(an.summary)
         color = colors.setdefault(key, FAMILY_COLORS[len(colors) % len(FAMILY_COLORS)])
         out.append((color, SWEEP_MARKERS[seen.get(key, 0) % len(SWEEP_MARKERS)]))
         seen[key] = seen.get(key, 0) + 1

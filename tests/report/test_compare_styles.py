@@ -5,13 +5,15 @@ from types import SimpleNamespace
 from engine.report.compare import styles
 
 
-def sweep(name: str, *models: str) -> SimpleNamespace:
-    return SimpleNamespace(summary={"sweep": name, "models": list(models)})
+def sweep(name: str, *models: str, ladder: str = "") -> SimpleNamespace:
+    trials = [{"preset": f"{ladder}{k}"} for k in range(3)] if ladder else []
+    return SimpleNamespace(summary={"sweep": name, "models": list(models), "trials": trials})
 
 
 def test_a_family_keeps_its_colour_across_axes_and_families_never_share_one():
-    seed = [sweep(f"seed-{fam}-{axis}", model) for fam, model in
-            (("eqv2", "equiformer_v2"), ("transformer", "transformer"), ("periodic", "periodic_transformer"))
+    # the plain (t-ladder) and periodic (p-ladder) transformers are one model class, two families
+    seed = [sweep(f"seed-{fam}-{axis}", model, ladder=ladder) for fam, model, ladder in
+            (("eqv2", "equiformer_v2", "e"), ("transformer", "transformer", "t"), ("periodic", "transformer", "p"))
             for axis in ("params", "data", "compute")]
     got = styles(seed)
     colors = [c for c, _ in got]
