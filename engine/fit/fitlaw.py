@@ -94,9 +94,9 @@ def fit_law(
         boot = bootstrap_thetas(shape, logx, logy_runs, inverse, counts, ms.top_thetas)
     params = params_from_theta(law, ms.theta)
     samples = [params_from_theta(law, t) for t in boot]
-    ci = {k: list(percentile_ci(np.array([s[k] for s in samples]))) for k in params}
-    unident = not_identified(params, ci, len(boot), n_boot)
     arrays = {k: np.array([s[k] for s in samples], dtype=float) for k in params}
+    ci = {k: list(percentile_ci(v)) for k, v in arrays.items()}
+    unident = not_identified(params, ci, len(boot), n_boot)
     unreliable = {k: why for k, why in unreliable_intervals(params, ci, arrays, n_boot, len(y)).items()
                   if k not in unident}
     sigma, dof, source = measurement_scatter(logy_runs, inverse, resid, shape.n_params)

@@ -181,6 +181,17 @@ def _flagged(*fits: dict) -> str:
     return "; flagged, not a law (see the sweep's section)" if any(f.get("flags") for f in fits) else ""
 
 
+def _beta_cell(fit: dict, formula: str, *flagged_by: dict) -> str:
+    """A comparison cell for a fit's exponent: not identified, or its value with the interval unless the fit
+    marks that interval unreliable, then the warning when the sweep's section flags the fit."""
+    if "beta" in (fit.get("not_identified") or {}):
+        return f"β not identified by these runs{formula}"
+    beta = fmt(fit["params"]["beta"])
+    interval = ("(interval not reliable)" if "beta" in (fit.get("interval_unreliable") or {})
+                else _ci(fit["ci95"]["beta"]))
+    return f"β = {beta} {interval}{formula}" + _flagged(*flagged_by)
+
+
 def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
     """Exponents side by side with the seed study's, plateaus, and one figure per target."""
     names = [s["sweep"] for s in fits["sweeps"]]
@@ -192,11 +203,7 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
             f = s["axis_fits"].get(metric, {}).get(var, {})
             if "fits" in f and f["chosen"]:
                 c = f["fits"][f["chosen"]]
-                if "beta" in (c.get("not_identified") or {}):
-                    row.append(f"β not identified by these runs ({c['formula']})")
-                else:
-                    row.append(f"β = {fmt(c['params']['beta'])} {_ci(c['ci95']['beta'])} ({c['formula']})"
-                               + _flagged(f, c))
+                row.append(_beta_cell(c, f" ({c['formula']})", f, c))
             else:
                 row.append(_na(f) if "not_available" in f else "—")
         row.append(str(SEED_EXPONENTS[var]) if metric == M.VAL_LOSS and var in SEED_EXPONENTS else "—")
@@ -205,14 +212,7 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
         row = [f"{metric} vs C (frontier)"]
         for s in fits["sweeps"]:
             law = s["frontier"].get(metric, {}).get("law", {})
-            if "params" not in law:
-                row.append("—")
-            elif "beta" in (law.get("not_identified") or {}):
-                row.append("β not identified by these runs")
-            elif "beta" in (law.get("interval_unreliable") or {}):
-                row.append(f"β = {fmt(law['params']['beta'])} (interval not reliable)" + _flagged(law))
-            else:
-                row.append(f"β = {fmt(law['params']['beta'])} {_ci(law['ci95']['beta'])}" + _flagged(law))
+            row.append(_beta_cell(law, "", law) if "params" in law else "—")
         row.append(str(SEED_EXPONENTS[M.FLOPS_CUM]) if metric == M.VAL_LOSS else "—")
         rows.append(row)
     cmp = fits.get("comparison") or {}

@@ -66,9 +66,10 @@ def axis_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
                 continue
             rows = []
             for form, f in fit["fits"].items():
-                mark = " (chosen)" if form == fit["chosen"] else ""
-                rows.append([f["formula"] + mark, _params_cell(f, bool(mark)), fmt(f["r2_log"]), fmt(f["rmse_log"]),
-                             fmt(fit["loo_rmse_log"].get(form)), f"{f['n_points']} / {f['n_runs']}"])
+                chosen = form == fit["chosen"]
+                rows.append([f["formula"] + (" (chosen)" if chosen else ""), _params_cell(f, chosen),
+                             fmt(f["r2_log"]), fmt(f["rmse_log"]), fmt(fit["loo_rmse_log"].get(form)),
+                             f"{f['n_points']} / {f['n_runs']}"])
             for form, why in fit["unavailable"].items():
                 rows.append([form, _na({"not_available": why}), "—", "—", "—", "—"])
             blocks.append(Block("table", header=["form", "parameters [95 % CI]", "R² (log)", "RMSE (log)",
