@@ -1,8 +1,9 @@
-"""Build a report: MLflow → tidy frame → fits → figures → report.md, report.html, fits.json.
+"""Build a report: MLflow (or runs files) → tidy frame → fits → figures → report.md, report.html, fits.json.
 
 ``build_report(["sweep"])`` writes reports/<sweep>/ (several sweeps: reports/<a>__vs__<b>/, with one
 comparison figure per target, :mod:`engine.report.compare`) and logs the same files to each sweep's
-parent MLflow run under the artifact path ``report``. fits.json also records every figure's legend.
+parent MLflow run under the artifact path ``report``. fits.json also records every figure's legend; runs/ holds
+each sweep's runs (:mod:`engine.report.snapshot`), so ``--runs`` rebuilds the report without the store.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import TextIO
 
 from engine import metrics as M
+from engine.errors import UserError
 from engine.fit.result import jsonable
 from engine.paths import default_tracking_uri, reports_dir
+from engine.report import snapshot
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, analyze_sweep
 from engine.report.collect import collect_sweep
 from engine.report.compare import comparison_blocks, comparison_summary, panels_for, plot_target
@@ -92,16 +95,31 @@ def build_report(
     n_boot: int = 500,
     seed: int = 0,
     log_to_mlflow: bool = True,
+    runs: list[Path] | None = None,
 ) -> Path:
-    """Collect, fit, plot and write the report of one sweep (or a comparison of several); returns its folder."""
+    """Collect, fit, plot and write the report of one sweep (or a comparison of several); returns its folder.
+
+    ``sweeps`` are read from MLflow, then ``runs`` (runs files a report wrote, engine.report.snapshot) in
+    their order. Every sweep's runs are written to ``runs/<sweep>.json`` in the folder, so the report can be
+    rebuilt from the folder alone.
+    """
     uri = tracking_uri or default_tracking_uri()
-    data = [collect_sweep(s, uri) for s in sweeps]
+    data = [collect_sweep(s, uri) for s in sweeps] + [snapshot.load(p) for p in runs or []]
+    if not data:
+        raise UserError("name a sweep with --sweep NAME or a runs file with --runs FILE")
+    names = [d.name for d in data]
+    if len(set(names)) < len(names):
+        raise UserError(f"a sweep is named twice ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
+                        "give each sweep once")
     analyses = [analyze_sweep(d, metrics, n_boot=n_boot, seed=seed) for d in data]
     for d, an in zip(data, analyses, strict=True):
+        an.summary["runs_file"] = f"runs/{_safe(d.name)}.json"
         if "hpo" not in an.summary:
             an.summary["probes"] = jsonable(probe_summary(d.frame, d.axis))
-    out = Path(out_dir) if out_dir is not None else reports_dir() / "__vs__".join(_safe(s) for s in sweeps)
+    out = Path(out_dir) if out_dir is not None else reports_dir() / "__vs__".join(_safe(n) for n in names)
     out.mkdir(parents=True, exist_ok=True)
+    for d, an in zip(data, analyses, strict=True):
+        snapshot.save(d, out / an.summary["runs_file"])
     figures, legends = make_figures(analyses, out)
     fits = {
         "format": "engine-report/1",
@@ -128,7 +146,7 @@ def _log_artifacts(data, out: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     for d in data:
-        if d.parent_run_id:
+        if d.parent_run_id and d.snapshot is None:  # a runs file's parent run lives in another store
             MlflowClient(tracking_uri=d.tracking_uri).log_artifacts(d.parent_run_id, str(out), artifact_path="report")
 
 

@@ -40,6 +40,7 @@ class SweepData:
     frame: pd.DataFrame  # one row per (trial, epoch)
     baselines: dict[str, float] = field(default_factory=dict)  # parent-run "baseline_*" metrics
     parent_params: dict[str, str] = field(default_factory=dict)
+    snapshot: str | None = None  # the runs file it was read from (engine.report.snapshot); None = MLflow
 
 
 def _client(tracking_uri: str):

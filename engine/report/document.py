@@ -223,8 +223,9 @@ def sweep_blocks(summary: dict, figures: dict[str, str], extra: list[Block] | No
     blocks = [
         Block("h2", f"Sweep {summary['sweep']} (axis: {summary['axis']})"),
         Block("p", (f"{summary['n_trials']} trials ({status}); models: {', '.join(summary['models']) or '—'}; "
-                    f"MLflow: {summary['tracking_uri']}, parent run {summary['parent_run_id']}. "
-                    f"Bootstrap: {summary['n_boot']} resamples over runs, seed {summary['bootstrap_seed']}.")),
+                    f"MLflow: {summary['tracking_uri']}, parent run {summary['parent_run_id']}"
+                    + (f"; runs: {summary['runs_file']}. " if summary.get("runs_file") else ". ")
+                    + f"Bootstrap: {summary['n_boot']} resamples over runs, seed {summary['bootstrap_seed']}.")),
     ]
     if summary["metrics_missing"]:
         blocks.append(Block("p", "Metrics not logged by this sweep: " + ", ".join(summary["metrics_missing"]) + "."))
