@@ -24,7 +24,14 @@ from engine import metrics as M
 from engine.fit.frontier import frontier_band
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, fmt
 from engine.report.document import Block, _ci, _na
-from engine.report.figures import COLORS, VARIABLE_LABELS, baseline_lines, beta_label, metric_label
+from engine.report.figures import (
+    COLORS,
+    VARIABLE_LABELS,
+    baseline_lines,
+    beta_label,
+    frontier_beta_label,
+    metric_label,
+)
 
 SEED_EXPONENTS = {M.N_PARAMS: 0.383, M.TRAIN_SIZE: 0.242, M.FLOPS_CUM: 0.339}  # EquiformerV2, L = α·X^−β
 SEED_SOURCE = "seed study, EquiformerV2 on OMat24 (arXiv 2509.21811), total validation loss"
@@ -110,10 +117,8 @@ def plot_target(analyses: list[SweepAnalysis], metric: str, path: Path) -> list[
                 if "theta" in law:
                     grid = np.geomspace(min(front["flops"]) / 1.5, max(front["flops"]) * 3, 100)
                     mid, _, _ = frontier_band(law, grid)
-                    beta = ("β not identified" if "beta" in (law.get("not_identified") or {})
-                            else f"β={law['params']['beta']:.3g}")
                     (h,) = ax.plot(grid, mid, color=c, lw=1.8)
-                    handles.setdefault(f"{tag}: L(C), {beta}", h)
+                    handles.setdefault(f"{tag}: L(C), {frontier_beta_label(law)}", h)
                 continue
             x, y = an.run_points.get(metric, {}).get(var, (np.zeros(0), np.zeros(0)))
             if len(x) == 0:

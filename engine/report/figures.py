@@ -112,11 +112,19 @@ def plot_axis(
 
 
 def beta_label(fit) -> str:
-    """The exponent as the legend states it: its value, or that the runs do not identify it."""
+    """The exponent as the legend states it: that the runs do not identify it, or its value, marked when the
+    fit is not converged or its report flags it (a legend must not print as a law what the text refuses)."""
     if "beta" in (fit.not_identified or {}):
         return "β not identified by these runs"
-    flag = "" if fit.converged else " (not converged)"
+    flag = " (not converged)" if not fit.converged else " (flagged, not a law)" if fit.flags else ""
     return f"β={fit.params['beta']:.3g}{flag}"
+
+
+def frontier_beta_label(law: dict) -> str:
+    """:func:`beta_label` for a frontier law as fits.json holds it (a dict)."""
+    if "beta" in (law.get("not_identified") or {}):
+        return "β not identified by these runs"
+    return f"β={law['params']['beta']:.3g}" + (" (flagged, not a law)" if law.get("flags") else "")
 
 
 def baseline_lines(baselines: dict[str, float] | None, metric: str) -> dict[str, float]:
@@ -165,9 +173,8 @@ def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path
             if not law.get("interval_unreliable"):  # no band where the interval is flagged unreliable
                 ax.fill_between(grid, lo, hi, color="tab:red" if len(series) == 1 else c, alpha=0.18,
                                 label=f"{tag}95 % band")
-            beta = ("β not identified by these runs" if "beta" in (law.get("not_identified") or {})
-                    else f"β={law['params']['beta']:.3g}")
-            ax.plot(grid, mid, color="tab:red" if len(series) == 1 else c, lw=2, label=f"{tag}L = α·C^−β, {beta}")
+            ax.plot(grid, mid, color="tab:red" if len(series) == 1 else c, lw=2,
+                    label=f"{tag}L = α·C^−β, {frontier_beta_label(law)}")
             y_focus.extend(float(v) for v in mid)
     y_focus.extend(draw_baselines(ax, baselines))
     ax.set_xlabel(VARIABLE_LABELS[M.FLOPS_CUM])

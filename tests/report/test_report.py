@@ -227,3 +227,20 @@ def test_unconverged_fit_is_flagged_in_the_report_text():
     md = to_markdown(axis_blocks({"axis_fits": {"val_loss": {"n_params": d}}}, {}))
     assert "Do not read this fit as a law: not converged: none of" in md
     assert "optimum NOT converged" in md  # the method line says it too
+
+
+def test_legend_marks_a_flagged_exponent(tmp_path, sweep_logger):
+    # the transformer's flat force error (a floor far above the trend) gives a fit whose report flags it: its
+    # legend may show the estimate but must say it is not a law, as the text does
+    uri = f"sqlite:///{tmp_path}/m.db"
+    sweep_logger(uri, str(tmp_path / "art"), "floor", "params", sizes=[2e3, 8e3, 3e4, 1.2e5, 5e5], data_sizes=[800],
+                 seeds=(0,), force_floor=3000.0)
+    out = build_report(["floor"], uri, tmp_path / "rep", metrics=["val_forces_mae_mev_per_a"], n_boot=100,
+                       log_to_mlflow=False)
+    fits = json.loads((out / "fits.json").read_text())
+    axis = fits["sweeps"][0]["axis_fits"]["val_forces_mae_mev_per_a"]["n_params"]
+    chosen = axis["fits"][axis["chosen"]]
+    label = next(lab for lab in fits["legends"]["floor_val_forces_mae_mev_per_a_vs_n_params.png"]
+                 if lab.startswith("L = "))
+    assert "beta" not in chosen["not_identified"] and chosen["flags"]
+    assert label.endswith("(flagged, not a law)")
