@@ -8,9 +8,9 @@
 #
 # From the repository root or anywhere; re-running resumes the sweeps that exist (finished trials are kept).
 # Durations:
-# - cpu: measured 2026-11-30 on the idle machine: EquiformerV2 params 50 min (e3 alone 2,984 s), data 31 min,
-#   compute 34 min (the test suite shared the cores for 17 of them); each transformer piece 3-5 min (measured
-#   earlier at load 2-7); the report about 1 min. About 2 h 20 min in all. Under load (other jobs on the same
+# - cpu: measured 2026-12-05 on the idle machine: EquiformerV2 params 65 min (e3 alone 3,855 s), data and
+#   compute 86 min together (run overlapped; data 62 min, compute 50 min with two seeds), the transformer pieces
+#   1.5-6 min each (about 20 min), the report 37 s. About 2 h 50 min in all. Under load (other jobs on the same
 #   2 cores) everything is 2-3x slower: run it alone.
 # - gpu: about 6-7 h on one modern GPU (ESTIMATED from FLOPs counted on CPU, see each file; dataset generation
 #   ~27 min of one CPU core first). Largest single piece: gpu/eqv2-params (~3.6 h); a 10-minute GPU slot fits
