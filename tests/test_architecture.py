@@ -28,7 +28,8 @@ LAYERS = {
     "engine.tracking_server": 4,
     "engine.report": 5,
 }
-CLI_MODULES = ("engine.scale", "engine.tune", "engine.train", "engine.ui", "engine.report.__main__", "engine.study")
+CLI_MODULES = ("engine.scale", "engine.tune", "engine.train", "engine.ui", "engine.report.__main__", "engine.study",
+               "engine.simulate")
 CLI_MAX_LINES = 150
 
 
