@@ -103,6 +103,9 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | wsd (warmup–stable–decay; engine.loop.schedule)
     cooldown_fraction: float = 0.2  # wsd: share of the steps spent decaying (Hägele et al. 2024: 0.1–0.2)
     cooldown_shape: str = "sqrt"  # wsd cooldown: linear | sqrt (1 − √t)
+    # compute axis: a rung's cooldown branch takes at least this many steps (never more than the run before it),
+    # so early rungs of every model size are annealed over a comparable number of updates (engine.loop.cooldown)
+    cooldown_min_steps: int = 10
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "wsd"):
@@ -112,6 +115,10 @@ class OptimConfig:
         if not 0.0 < self.cooldown_fraction < 1.0:
             raise ConfigError(
                 f"optim.cooldown_fraction must be in (0, 1) (typically 0.1–0.2), got {self.cooldown_fraction}; fix it"
+            )
+        if self.cooldown_min_steps < 0:
+            raise ConfigError(
+                f"optim.cooldown_min_steps must be ≥ 0 optimizer steps (default 10), got {self.cooldown_min_steps}"
             )
 
 

@@ -10,7 +10,13 @@ from typing import Protocol
 
 EPOCH = "epoch"
 STEP = "step"  # optimizer steps so far
-FLOPS_CUM = "flops_cum"  # executed matmul FLOPs (forward + backward, double backward of conservative models) so far
+# executed matmul FLOPs (forward + backward, double backward of conservative models) so far: the x coordinate of
+# a compute law. At a compute-axis rung: the main run's FLOPs plus this rung's own cooldown branch (what the
+# annealed model scored was trained with), without the earlier, discarded branches
+FLOPS_CUM = "flops_cum"
+# what the trial has cost so far: the main run plus every cooldown branch (discarded ones included); the sweep's
+# FLOP accounting reads it (falling back to flops_cum). Equal to flops_cum for trials without rungs
+FLOPS_SPENT = "flops_spent"
 WALL_S = "wall_s"  # seconds inside the training loop so far
 LR = "lr"
 TRAIN_SIZE = "train_size"  # structures in the training subset
@@ -26,10 +32,12 @@ REPORT = "report"  # index of the report in the trial (0 = untrained): the MLflo
 RUNG = "rung"  # index of the FLOP rung (0 = first budget)
 RUNG_FLOPS = "rung_flops"  # the rung's budget: main-run FLOPs at which the branch was taken
 COOLDOWN_STEPS = "cooldown_steps"  # optimizer steps of the branch
-COOLDOWN_FLOPS = "cooldown_flops"  # FLOPs of the branch (also counted in flops_cum)
+COOLDOWN_FLOPS = "cooldown_flops"  # FLOPs of the branch (counted in this row's flops_cum and in flops_spent)
 LR_COOLDOWN_END = "lr_cooldown_end"  # LR of the branch's last step (≤ 1.5 · min_lr_factor · peak: annealed)
 VAL_LOSS_UNANNEALED = "val_loss_unannealed"  # val_loss of the main run at the rung, before the cooldown
-EPOCHS_RUN = "epochs_run"  # passes over the training subset so far: structures seen / train_size
+# passes over the training subset so far: structures seen / train_size (fractional). At a rung: the main run's
+# structures plus this rung's own cooldown branch's, like flops_cum, so epochs_run · train_size pairs with it
+EPOCHS_RUN = "epochs_run"
 BEST_EPOCH = "best_epoch"  # early stopping: the epoch whose weights the trial ended with
 DIVERGED_EPOCH = "diverged_epoch"  # only in the last report of a trial whose loss became NaN/inf
 STATUS_DIVERGED = "diverged"  # MLflow tag engine.status of such a trial (excluded from fits)

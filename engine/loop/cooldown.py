@@ -3,16 +3,20 @@
 A compute-axis trial (``config.rung_flops``: its FLOP budgets) trains with warmup–stable–decay whose
 main run holds the peak LR. When its main-run FLOPs reach a rung, a *cooldown branch* is taken:
 the state (weights, AdamW moments, schedule, grad scaler, EMA, every RNG, the FLOP accountant) is
-copied, the branch trains ``round(cooldown_fraction · steps so far)`` more steps with the LR ramped
-down to ``min_lr_factor · peak`` (linear or 1 − √t), the annealed model is scored, and the copy is
-put back, so the main run continues bit for bit as if no branch had run. A cooldown of 10–20 % of
-the steps matches a cosine schedule fitted to that length (Hägele et al. 2024, arXiv 2405.18392).
+copied, the branch trains :func:`cooldown_steps` more steps with the LR ramped down to
+``min_lr_factor · peak`` (linear or 1 − √t), the annealed model is scored, and the copy is put back,
+so the main run continues bit for bit as if no branch had run. A cooldown of 10–20 % of the steps
+matches a cosine schedule fitted to that length (Hägele et al. 2024, arXiv 2405.18392).
 At the last rung the cooldown is not discarded: it is the trial's own end.
 
 Every rung is one report: ``val_*`` / ``train_*`` of the annealed model (what ASHA's rung decision,
 the frontier and the IsoFLOP profiles read), the main run's ``val_loss_unannealed``, the branch's
-steps, FLOPs and final LR. Branch FLOPs count as spent (``flops_cum``). Between rungs the trial
-checkpoints at epoch ends without reporting, so every reported point is annealed.
+steps, FLOPs and final LR. The rung's coordinate ``flops_cum`` is the main run's FLOPs at the branch
+plus this branch's own (what the annealed model was trained with) and ``epochs_run`` likewise; the
+sweep's cost ``flops_spent`` adds every branch so far. After a discarded branch is put back the main
+run is checkpointed and only then reported, so a trial paused or killed at a rung resumes from that
+point (mid-epoch) exactly; between rungs it checkpoints at epoch ends without reporting, so every
+reported point is annealed.
 
 The trial object is duck-typed (``engine.loop.loop._Trial``); this module does not import the loop.
 """
@@ -35,14 +39,28 @@ from engine.loop.loss import ErrorSums, error_metrics
 from engine.loop.schedule import cooldown_factor
 
 
-def cooldown_steps(steps_so_far: int, fraction: float) -> int:
-    """Steps of a branch taken after ``steps_so_far`` main-run steps (at least one)."""
-    return max(1, round(fraction * steps_so_far))
+def cooldown_steps(steps_so_far: int, fraction: float, min_steps: int = 0) -> int:
+    """Steps of a branch taken after ``steps_so_far`` main-run steps.
+
+    ``fraction`` of the steps so far (Hägele et al. 2024, arXiv 2405.18392, cool down over 10–20 % of the
+    run), but at least ``min_steps`` (``optim.cooldown_min_steps``, 10 by default): the 1 − √t or linear
+    ramp needs several updates to act, and at an early rung a large model has taken only a few steps
+    where a small one has taken hundreds, so without a floor one is "annealed" by a single step and the
+    other by 60, and the rung compares unlike things. Never more than ``steps_so_far`` (a branch longer
+    than the run before it is not a cooldown), and at least one step.
+    """
+    return max(1, min(int(steps_so_far), max(int(min_steps), round(fraction * steps_so_far))))
 
 
 def planned_flops(config: TrialConfig | dict) -> float | None:
     """FLOPs a compute-axis trial spends run to its end: its budget plus one cooldown per rung
-    (each ≈ ``cooldown_fraction`` × the main-run FLOPs at that rung); None without rungs."""
+    (each ≈ ``cooldown_fraction`` × the main-run FLOPs at that rung); None without rungs.
+
+    An estimate: the ``cooldown_min_steps`` floor lengthens only branches at rungs under
+    ``min_steps / fraction`` steps (50 by default), by at most ``min_steps`` steps each, so it adds at
+    most ``n_rungs · min_steps`` steps' FLOPs, a few % of a trial whose last rung is ≥ 1,000 steps. The
+    config does not say the FLOPs of a step, so that is left out.
+    """
     cfg = config if isinstance(config, dict) else config.to_dict()
     rungs = cfg.get("rung_flops") or []
     if not rungs:
@@ -111,12 +129,18 @@ class RungCooldowns:
         return cls(config) if config.rung_flops else None
 
     # -- hooks the loop calls ----------------------------------------------------------
-    def after_step(self, trial: Any, step_flops: int) -> None:
-        """Score every rung the last optimizer step crossed (main-run FLOPs, branch FLOPs excluded)."""
-        before = trial.flops_cum - step_flops
-        for k, budget in enumerate(self.budgets):
-            if before < budget <= trial.flops_cum:
-                self.score_rung(trial, k, final=k == len(self.budgets) - 1)
+    def after_step(self, trial: Any) -> None:
+        """Score every rung the main run's FLOPs (branches excluded) have reached and that has no report yet: one
+        step of a large model can pass several, and a trial resumed from a rung's checkpoint scores the rest."""
+        k = self.next_rung(trial)
+        while not trial.finished and k < len(self.budgets) and self.budgets[k] <= trial.flops_cum:
+            self.score_rung(trial, k, final=k == len(self.budgets) - 1)
+            k += 1
+
+    @staticmethod
+    def next_rung(trial: Any) -> int:
+        """Index of the first rung not yet reported (the history survives a resume)."""
+        return 1 + max((int(row[M.RUNG]) for row in trial.history if M.RUNG in row), default=-1)
 
     def end_of_epochs(self, trial: Any) -> None:
         """Out of epochs before the last budget: end with a cooldown now, so the trial still ends annealed."""
@@ -125,13 +149,14 @@ class RungCooldowns:
 
     # -- the branch --------------------------------------------------------------------
     def score_rung(self, trial: Any, rung: int, final: bool, budget: float | None = None) -> dict:
-        """Branch, cool down, score, report; put the main run back unless ``final``."""
+        """Branch, cool down, score; put the main run back unless ``final``; checkpoint, then report."""
         live = trial._evaluate_val()
-        n_steps = cooldown_steps(trial.step, self.config.optim.cooldown_fraction)
+        optim = self.config.optim
+        n_steps = cooldown_steps(trial.step, optim.cooldown_fraction, optim.cooldown_min_steps)
         snapshot = None if final else _Snapshot.capture(trial)
         if snapshot is not None:
             trial.step_ctx.flops = copy.deepcopy(snapshot.flops)  # the branch must not advance the main accountant
-        sums, flops, lr_end = self._train_cooldown(trial, n_steps)
+        sums, flops, structures, lr_end = self._train_cooldown(trial, n_steps)
         trial.flops_cooldown += flops
         metrics = error_metrics(ErrorSums.from_vector(sums), self.config.loss, *trial._scales(), split="train")
         metrics.update(trial._evaluate_val())
@@ -147,21 +172,23 @@ class RungCooldowns:
             metrics = trial._finish(metrics)  # test metrics: the trial ends here
         if snapshot is not None:
             snapshot.restore(trial)
-        return trial._record(metrics, save=False)  # the next epoch end checkpoints
+        # the main run (or, at the last rung, the trial's end) is checkpointed before the report, so a trial paused
+        # at this rung resumes from here; the coordinate is the main run plus this branch (trial._record)
+        return trial._record(metrics, save=True, cooldown_flops=flops, cooldown_structures=structures)
 
-    def _train_cooldown(self, trial: Any, n_steps: int) -> tuple[torch.Tensor, int, float]:
+    def _train_cooldown(self, trial: Any, n_steps: int) -> tuple[torch.Tensor, int, int, float]:
         """``n_steps`` optimizer steps with the LR ramped from its current value down to the floor.
 
         Batches come from a generator of their own, seeded by (seed, main-run step), so the main run's shuffle
         is untouched and a branch depends only on where it was taken.
-        Returns the summed train error vector, the branch's FLOPs (all ranks) and its last LR.
+        Returns the summed train error vector, the branch's FLOPs (all ranks), structures and last LR.
         """
         optim = self.config.optim
         start = trial.scheduler.factor
         rng = np.random.default_rng([int(self.config.seed), int(trial.step)])
         sizes = trial.train_set.sizes()
         total: torch.Tensor | None = None
-        flops = 0
+        flops = structures = 0
         lr = trial.scheduler.lr
         done = 0
         while done < n_steps:
@@ -173,7 +200,8 @@ class RungCooldowns:
                 step_sums, step_flops = trial.train_batch(idx)
                 total = step_sums if total is None else total + step_sums
                 flops += step_flops
+                structures += len(idx)
                 if done >= n_steps:
                     break
         assert total is not None
-        return total, flops, lr
+        return total, flops, structures, lr

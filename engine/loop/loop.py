@@ -9,7 +9,10 @@ if present → otherwise evaluate the untrained model (epoch 0), checkpoint and 
 epoch: shuffle (numpy Generator), pack batches by atom budget, one optimizer step per global
 batch (sharded across ranks by atoms), then evaluate, checkpoint, report. A resumed run restores
 weights, optimizer, schedule, scaler, EMA, RNG streams and the shuffle generator, so it continues
-exactly as an uninterrupted one.
+exactly as an uninterrupted one. On the compute axis a trial also checkpoints at every rung, inside
+an epoch: the checkpoint then holds the shuffle generator's state at the epoch's start and the
+batches done, and the resumed run rebuilds the same batches, skips the done ones (unread) and
+finishes the epoch.
 
 How long it trains is ``config.budget`` (:class:`~engine.config.BudgetConfig`): ``epochs``, a fixed
 number of optimizer ``steps`` (the schedule spans them), or ``early_stop`` (patience on the validation
@@ -142,6 +145,9 @@ def batch_stream(
     if isinstance(dataset, LazyGraphDataset) and workers > 0 and len(index_lists):
         pin = device.type == "cuda"
         loader = batch_loader(dataset, index_lists, workers, config.data.prefetch_factor, dtype, pin_memory=pin)
+        # the workers' base seed comes from a generator of its own, not torch's global one: reading data must not
+        # move the trial's RNG (a run resumed mid-epoch builds one loader more than an uninterrupted one)
+        loader.generator = torch.Generator().manual_seed(int(config.seed))
         for batch in loader:
             yield batch.to(device, non_blocking=pin)
         return
@@ -263,6 +269,26 @@ def _trial_normalization(config: TrialConfig, splits: Any) -> Normalization:
     return fit_normalization(list(splits.train))
 
 
+@dataclass
+class _EpochPosition:
+    """Where the main run is inside an epoch: what a checkpoint taken there (at a rung) needs to finish it."""
+
+    generator_state: dict  # the shuffle generator's state at the epoch's start (its permutation is drawn again)
+    batches_done: int
+    error_sums: torch.Tensor  # the epoch's running train error sums (its divergence check; a diverged row's train_*)
+    structures: int = 0  # this epoch's structures and atoms so far (throughput)
+    atoms: int = 0
+
+    def to_dict(self) -> dict:
+        return {"generator_state": self.generator_state, "batches_done": self.batches_done,
+                "error_sums": self.error_sums.detach().cpu(), "structures": self.structures, "atoms": self.atoms}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> _EpochPosition:
+        return cls(dict(d["generator_state"]), int(d["batches_done"]), d["error_sums"].to(torch.float64),
+                   int(d["structures"]), int(d["atoms"]))
+
+
 class _Trial:
     """State of one running trial; :func:`run_trial` drives it."""
 
@@ -349,7 +375,11 @@ class _Trial:
         self.history: list[dict] = []
         self.n_params = self.model.num_parameters()
         self.train_size = len(self.train_set)
-        self.structures_seen = 0  # for epochs_run
+        self.structures_seen = 0  # main run, for epochs_run
+        # the epoch in progress, while inside one (checkpointed at rungs): see _EpochPosition
+        self.position: _EpochPosition | None = None
+        self._resume_position: dict | None = None  # a mid-epoch checkpoint's position, until train_epoch uses it
+        self._t_mark = time.perf_counter()  # wall_s counts up to here
         self.finished = False  # the last report (test metrics, restored best) is written
         self.diverged = False
         # early stopping: best val_loss so far, its epoch, epochs since, and its weights (model, EMA)
@@ -397,6 +427,7 @@ class _Trial:
             "trial_config": self.config.to_dict(),
             "metrics_history": list(self.history),
             "structures_seen": self.structures_seen,
+            "epoch_position": self.position.to_dict() if self.position is not None else None,
             "finished": self.finished,
             "diverged": self.diverged,
             "best": self.best,
@@ -423,6 +454,7 @@ class _Trial:
         self.wall_s = float(ck["wall_s"])
         self.history = list(ck["metrics_history"])
         self.structures_seen = int(ck.get("structures_seen", 0))
+        self._resume_position = ck.get("epoch_position")  # None: saved at an epoch's end
         self.finished = bool(ck.get("finished", False))
         self.diverged = bool(ck.get("diverged", False))
         if ck.get("best") is not None:
@@ -448,17 +480,28 @@ class _Trial:
     def _scales(self) -> tuple[float, float]:
         return float(self.model.forces_scale), float(self.model.stress_scale)
 
-    def _record(self, metrics: dict[str, float], save: bool = True) -> dict[str, Any]:
+    def _clock(self) -> None:
+        """Add the time since the last mark to ``wall_s``."""
+        now = time.perf_counter()
+        self.wall_s += now - self._t_mark
+        self._t_mark = now
+
+    def _record(self, metrics: dict[str, float], save: bool = True, cooldown_flops: int = 0,
+                cooldown_structures: int = 0) -> dict[str, Any]:
+        """Append a report, checkpoint (``save``), then write and report it. ``cooldown_*``: a rung's own cooldown
+        branch, part of its coordinate (the model scored was trained with the main run plus that branch)."""
+        self._clock()
         row: dict[str, Any] = {
             M.REPORT: len(self.history),
             M.EPOCH: self.epoch,
             M.STEP: self.step,
-            M.FLOPS_CUM: float(self.flops_cum + self.flops_cooldown),  # cooldown branches are spent compute
+            M.FLOPS_CUM: float(self.flops_cum + cooldown_flops),
+            M.FLOPS_SPENT: float(self.flops_cum + self.flops_cooldown),  # every cooldown branch so far
             M.WALL_S: self.wall_s,
             M.LR: self.scheduler.lr,
             M.TRAIN_SIZE: self.train_size,
             M.N_PARAMS: self.n_params,
-            M.EPOCHS_RUN: self.structures_seen / max(self.train_size, 1),
+            M.EPOCHS_RUN: (self.structures_seen + cooldown_structures) / max(self.train_size, 1),
             M.FLOPS_FALLBACK: float(self.step_ctx.flops is not None and self.step_ctx.flops.count_all),
             **metrics,
         }
@@ -546,13 +589,12 @@ class _Trial:
 
     # -- the loop ------------------------------------------------------------------------
     def initial_report(self) -> None:
-        t0 = time.perf_counter()
+        self._t_mark = time.perf_counter()
         probe = evaluate(self.model, self.train_probe, self.config, self.device, self.dtype, self.dist)
         metrics = error_metrics(probe, self.config.loss, *self._scales(), split="train")
         metrics.update(self._evaluate_val())
         metrics[M.THROUGHPUT_STRUCT_S] = 0.0
         metrics[M.THROUGHPUT_ATOMS_S] = 0.0
-        self.wall_s += time.perf_counter() - t0
         self._record(metrics)
 
     def train_batch(self, idx: list[int], prepared: Batch | None = None) -> tuple[torch.Tensor, int]:
@@ -566,10 +608,24 @@ class _Trial:
             flops = int(_all_reduce(torch.tensor([flops], dtype=torch.float64, device=self.device), self.dist).item())
         return sums.as_vector(), flops
 
+    def _start_epoch(self) -> _EpochPosition:
+        """A new epoch's position, or the one a mid-epoch checkpoint saved (the epoch is not counted again)."""
+        saved, self._resume_position = self._resume_position, None
+        if saved is None:
+            self.epoch += 1
+            return _EpochPosition(ckpt_io.numpy_generator_state(self.generator), 0,
+                                  torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64))
+        position = _EpochPosition.from_dict(saved)
+        # the epoch's permutation is drawn again from the generator's state at its start: same batches, and the
+        # generator ends where the uninterrupted run's did
+        self.generator = ckpt_io.restore_numpy_generator(dict(position.generator_state))
+        return position
+
     def train_epoch(self) -> dict[str, float]:
         cfg = self.config
-        self.epoch += 1
-        t0 = time.perf_counter()
+        t0 = self._t_mark = time.perf_counter()
+        resumed = self._resume_position is not None
+        pos = self.position = self._start_epoch()
         order = self.generator.permutation(len(self.train_set))
         sizes = self.train_set.sizes()
         batches = pack_batches(sizes, cfg.batch_size, cfg.max_atoms_per_batch, order)
@@ -577,20 +633,26 @@ class _Trial:
         # error sums stay on the device; the host reads them once per report (epoch end). Divergence (a NaN/inf
         # loss stops the trial) reads one device flag: every step on CPU (free), every FINITE_CHECK_STEPS steps
         # and at the epoch's end on a GPU, so a diverged trial may take up to FINITE_CHECK_STEPS − 1 extra steps
-        epoch_sums = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64, device=self.device)
+        epoch_sums = pos.error_sums = pos.error_sums.to(self.device)
         check_every = 1 if self.device.type == "cpu" else FINITE_CHECK_STEPS
-        n_struct = n_atoms = 0
-        shards = [local_shard(self.train_set, idx, self.dist)[0] for idx in batches]
+        start = pos.batches_done
+        if resumed and self.rungs is not None:
+            self.rungs.after_step(self)  # rungs the last step passed whose scoring the pause cut short
+        if resumed and (self.finished or self._budget_spent()):
+            start = len(batches)  # the uninterrupted run stopped training at that step
+        # a resumed epoch reads only the batches it has not done (a lazy dataset never decodes the others)
+        shards = [local_shard(self.train_set, idx, self.dist)[0] for idx in batches[start:]]
         stream = batch_stream(self.train_set, shards, cfg, self.dtype, self.device)
         try:
-            for k, (idx, batch) in enumerate(zip(batches, stream, strict=True)):
+            for k, (idx, batch) in enumerate(zip(batches[start:], stream, strict=True), start=start):
                 self.scheduler.set_progress(self._schedule_progress(k, len(batches)))
                 step_sums, flops = self.train_batch(idx, batch)
                 self.flops_cum += flops
                 self.step += 1
                 epoch_sums += step_sums
-                n_struct += len(idx)
-                n_atoms += int(sizes[idx].sum())
+                pos.batches_done = k + 1
+                pos.structures += len(idx)
+                pos.atoms += int(sizes[idx].sum())
                 self.structures_seen += len(idx)
                 if on_batch is not None:
                     on_batch(self.epoch, k + 1, len(batches), self.step)
@@ -600,19 +662,21 @@ class _Trial:
                     self.diverged = True  # NaN/inf loss: the weights are lost; stop here
                     break
                 if self.rungs is not None:
-                    self.rungs.after_step(self, flops)
-                if self._budget_spent():
+                    self.rungs.after_step(self)  # a rung checkpoints this position, then reports
+                if self.finished or self._budget_spent():
                     break
         finally:
             stream.close()  # stops DataLoader workers when the epoch ends early
+        self.position = None  # from here on a checkpoint is an epoch end's
         if not self.diverged and not bool(torch.isfinite(epoch_sums).all()):
             self.diverged = True  # a budget stop between two checks
         epoch_sums = epoch_sums.cpu()
+        n_struct, n_atoms = pos.structures, pos.atoms
         train_s = time.perf_counter() - t0
         if self.rungs is not None and not self.diverged:  # compute axis: only the (annealed) rungs report
             if self._out_of_epochs():
                 self.rungs.end_of_epochs(self)
-            self.wall_s += time.perf_counter() - t0
+            self._clock()
             self.save()
             return dict(self.history[-1])
         metrics = error_metrics(ErrorSums.from_vector(epoch_sums), cfg.loss, *self._scales(), split="train")
@@ -624,7 +688,6 @@ class _Trial:
         patience_out = not self.diverged and self._early_stop_update(metrics[M.VAL_LOSS])
         if self.diverged or patience_out or self._budget_spent() or self._out_of_epochs():
             metrics = self._finish(metrics)
-        self.wall_s += time.perf_counter() - t0
         return self._record(metrics)
 
     def run(self) -> dict[str, Any]:
@@ -638,7 +701,10 @@ class _Trial:
             if self.is_main:
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             self.initial_report()
-        while not self.finished and not self._out_of_epochs() and not self._budget_spent():
+        # a checkpoint taken inside an epoch (at a rung) finishes that epoch first, even its last one
+        while not self.finished and (
+            self._resume_position is not None or (not self._out_of_epochs() and not self._budget_spent())
+        ):
             self.train_epoch()
         return dict(self.history[-1])
 

@@ -60,25 +60,32 @@ def test_only_annealed_points_are_reported(branched):
     for r in rung_rows:
         assert r[M.LR_COOLDOWN_END] <= 1.5 * MIN_LR_FACTOR * LR  # annealed: the branch ended at the floor
         assert r[M.LR_COOLDOWN_END] == pytest.approx(MIN_LR_FACTOR * LR)
-        assert r[M.COOLDOWN_STEPS] == cooldown_steps(int(r[M.STEP]), 0.2)
+        steps = int(r[M.STEP])
+        assert r[M.COOLDOWN_STEPS] == cooldown_steps(steps, 0.2, 10) == min(steps, max(10, round(0.2 * steps)))
     assert rung_rows[-1][M.VAL_LOSS] < rung_rows[-1][M.VAL_LOSS_UNANNEALED]  # the cooldown helps
     assert rung_rows[0][M.LR] == pytest.approx(LR)  # a discarded branch: the main run is back at the peak
     assert rung_rows[-1][M.LR] == pytest.approx(MIN_LR_FACTOR * LR)  # the last cooldown is the trial's end
 
 
-def test_cooldown_flops_count_as_spent(branched):
+def test_a_rung_is_placed_at_its_main_run_plus_its_own_cooldown(branched):
+    """flops_cum (the frontier's x) = main run at the branch + this branch; flops_spent adds every branch."""
     rows, run_dir = branched
     ck = load_checkpoint(run_dir / "checkpoint.pt")
     cooldown = [r[M.COOLDOWN_FLOPS] for r in rows[1:]]
     assert all(c > 0 for c in cooldown)
     assert ck["flops_cooldown"] == sum(cooldown)
-    assert rows[-1][M.FLOPS_CUM] == ck["flops_cum"] + sum(cooldown)  # main run + every branch
+    assert rows[-1][M.FLOPS_SPENT] == ck["flops_cum"] + sum(cooldown)  # main run + every branch: the cost
+    assert rows[-1][M.FLOPS_CUM] == ck["flops_cum"] + cooldown[-1]  # the trial's end keeps its own cooldown
+    assert rows[0][M.FLOPS_SPENT] == rows[0][M.FLOPS_CUM] == 0.0
     spent_before = 0.0
     for r, c in zip(rows[1:], cooldown, strict=True):
         spent_before += c
-        main = r[M.FLOPS_CUM] - spent_before  # the main run's FLOPs when the branch was taken
+        main = r[M.FLOPS_SPENT] - spent_before  # the main run's FLOPs when the branch was taken
+        assert r[M.FLOPS_CUM] == main + c
         assert main >= r[M.RUNG_FLOPS]
-        assert 0.1 * main < c < 0.4 * main  # 20 % of the steps so far ≈ 20 % of the FLOPs
+        assert c <= main  # never longer than the run before it
+        if 0.2 * r[M.STEP] >= 10:  # past the floor: 20 % of the steps so far ≈ 20 % of the FLOPs
+            assert 0.1 * main < c < 0.4 * main
     assert planned_flops(_config(RUNGS)) == pytest.approx(RUNGS[-1] + 0.2 * sum(RUNGS))
 
 
@@ -89,9 +96,10 @@ def test_branches_leave_the_main_run_untouched(branched, tiny_splits, tmp_path):
     run_trial(_config(RUNGS[-1:]), tmp_path / "plain", reporter=rep, splits=tiny_splits)
     plain, last = rep.rows[-1], rows[-1]
     same = (M.EPOCH, M.STEP, M.LR, M.VAL_LOSS, M.VAL_LOSS_UNANNEALED, M.COOLDOWN_STEPS, M.COOLDOWN_FLOPS,
-            M.split_key("train", M.LOSS), M.split_key("val", M.FORCES_MAE), M.split_key("val", M.ENERGY_MAE))
+            M.split_key("train", M.LOSS), M.split_key("val", M.FORCES_MAE), M.split_key("val", M.ENERGY_MAE),
+            M.FLOPS_CUM, M.EPOCHS_RUN)  # the discarded branches do not move the last rung's coordinate
     assert {k: plain[k] for k in same} == {k: last[k] for k in same}
-    assert last[M.FLOPS_CUM] - plain[M.FLOPS_CUM] == sum(r[M.COOLDOWN_FLOPS] for r in rows[1:-1])
+    assert last[M.FLOPS_SPENT] - plain[M.FLOPS_SPENT] == sum(r[M.COOLDOWN_FLOPS] for r in rows[1:-1])
     a = load_checkpoint(run_dir / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")
     assert a["flops_cum"] == b["flops_cum"] and a["step"] == b["step"]
@@ -102,15 +110,15 @@ def test_branches_leave_the_main_run_untouched(branched, tiny_splits, tmp_path):
             assert torch.equal(tensor, b["optimizer_state"]["state"][key][name]), (key, name)
 
 
-def test_resume_after_a_rung_replays_it_exactly(branched, tiny_splits, tmp_path):
+def test_resume_after_a_rung_continues_exactly(branched, tiny_splits, tmp_path):
     rows, _ = branched
     crashed = ListReporter(crash_at_rung=1.0)
     with pytest.raises(KeyboardInterrupt):
         run_trial(_config(RUNGS), tmp_path / "b", reporter=crashed, splits=tiny_splits)
     resumed = ListReporter()
     run_trial(_config(RUNGS), tmp_path / "b", reporter=resumed, splits=tiny_splits)
-    # the rung report was not checkpointed (mid-epoch): the resumed run replays it under the same index
-    assert resumed.rows[0][M.REPORT] == crashed.rows[-1][M.REPORT]
+    # the rung was checkpointed before its report: the resumed run goes on with the next one
+    assert resumed.rows[0][M.REPORT] == crashed.rows[-1][M.REPORT] + 1
     merged = {r[M.REPORT]: _volatile_free(r) for r in crashed.rows + resumed.rows}
     assert list(merged.values()) == [_volatile_free(r) for r in rows]
     lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
@@ -126,10 +134,20 @@ def test_rungs_need_a_wsd_schedule_and_valid_settings():
         OptimConfig(cooldown_fraction=1.5)
     with pytest.raises(ConfigError, match="cooldown_shape"):
         OptimConfig(cooldown_shape="cosine")
+    with pytest.raises(ConfigError, match="cooldown_min_steps"):
+        OptimConfig(cooldown_min_steps=-1)
+    assert OptimConfig().cooldown_min_steps == 10 and OptimConfig(cooldown_min_steps=0).cooldown_min_steps == 0
     with pytest.raises(ConfigError, match=r"optim\.schedule"):
         OptimConfig(schedule="linear")
     assert RungCooldowns.for_config(TrialConfig()) is None
     assert cooldown_steps(0, 0.2) == 1 and cooldown_steps(100, 0.2) == 20 and cooldown_steps(7, 0.1) == 1
+
+
+def test_cooldowns_have_a_floor_but_never_outrun_the_main_run():
+    """Early rungs of every size are annealed over a comparable number of updates (optim.cooldown_min_steps)."""
+    assert [cooldown_steps(s, 0.2, 10) for s in (1, 3, 10, 20, 50, 60, 1000)] == [1, 3, 10, 10, 10, 12, 200]
+    assert cooldown_steps(0, 0.2, 10) == 1  # a branch trains at least one step
+    assert cooldown_steps(7, 0.1, 0) == 1 and cooldown_steps(40, 0.1, 5) == 5  # no floor / a floor of 5
 
 
 def test_epoch_cap_before_the_last_budget_still_ends_annealed(tiny_splits, tmp_path):
