@@ -52,22 +52,36 @@ def cooldown_steps(steps_so_far: int, fraction: float, min_steps: int = 0) -> in
     return max(1, min(int(steps_so_far), max(int(min_steps), round(fraction * steps_so_far))))
 
 
-def planned_flops(config: TrialConfig | dict) -> float | None:
-    """FLOPs a compute-axis trial spends run to its end: its budget plus one cooldown per rung
-    (each ≈ ``cooldown_fraction`` × the main-run FLOPs at that rung); None without rungs.
+def planned_flops(config: TrialConfig | dict, flops_per_step: float | None = None) -> float | None:
+    """FLOPs a compute-axis trial spends run to its end: its budget plus one cooldown per rung; None without rungs.
 
-    An estimate: the ``cooldown_min_steps`` floor lengthens only branches at rungs under
-    ``min_steps / fraction`` steps (50 by default), by at most ``min_steps`` steps each, so it adds at
-    most ``n_rungs · min_steps`` steps' FLOPs, a few % of a trial whose last rung is ≥ 1,000 steps. The
-    config does not say the FLOPs of a step, so that is left out.
+    A cooldown is ``cooldown_fraction`` × the main-run FLOPs at its rung, except where the
+    ``cooldown_min_steps`` floor lengthens it: rungs under ``min_steps / fraction`` steps (50 by default).
+    The config does not say the FLOPs of a step; given ``flops_per_step`` (measured, e.g. from a trial's
+    first rung report: :func:`main_flops_per_step`), each rung's cooldown follows :func:`cooldown_steps`
+    at that rate, else the floor is left out (it adds at most ``n_rungs · min_steps`` steps' FLOPs, a few %
+    of a trial whose last rung is ≥ 1,000 steps, but most of a trial of a few dozen steps).
     """
     cfg = config if isinstance(config, dict) else config.to_dict()
-    rungs = cfg.get("rung_flops") or []
+    rungs = [float(r) for r in cfg.get("rung_flops") or []]
     if not rungs:
         return None
-    fraction = float((cfg.get("optim") or {}).get("cooldown_fraction", 0.2))
+    optim = cfg.get("optim") or {}
+    fraction = float(optim.get("cooldown_fraction", 0.2))
     budget = float(cfg.get("max_flops") or rungs[-1])
-    return budget + fraction * float(sum(rungs))
+    if not flops_per_step or flops_per_step <= 0:
+        return budget + fraction * sum(rungs)
+    floor = float(optim.get("cooldown_min_steps", 10)) * flops_per_step
+    return budget + sum(max(flops_per_step, min(r, max(floor, fraction * r))) for r in rungs)
+
+
+def main_flops_per_step(row: dict) -> float | None:
+    """The main run's mean FLOPs per optimizer step at a rung report (its ``flops_cum`` minus its own cooldown,
+    over its steps); None for other reports."""
+    steps, cooldown = row.get(M.STEP), row.get(M.COOLDOWN_FLOPS)
+    if cooldown is None or not steps or M.FLOPS_CUM not in row:
+        return None
+    return (float(row[M.FLOPS_CUM]) - float(cooldown)) / float(steps)
 
 
 @dataclass

@@ -21,9 +21,11 @@ from engine.sweep.tracking import report_step
 from engine.sweep.trial import DONE_FILE, resolve_spec
 
 
-def write_marker(storage: TrialStorage, trial_id: str, status: str, flops_cum: float) -> None:
-    """The driver's completion marker of a trial (written after its MLflow run is closed)."""
-    storage.write_text(f"trials/{trial_id}/{DONE_FILE}", json.dumps({"status": status, "flops_cum": flops_cum}) + "\n")
+def write_marker(storage: TrialStorage, trial_id: str, status: str, flops_spent: float) -> None:
+    """The driver's completion marker of a trial (written after its MLflow run is closed), with the FLOPs it cost
+    (``flops_spent``: cooldown branches included; see :func:`~engine.sweep.progress.spent_flops`)."""
+    text = json.dumps({"status": status, "flops_spent": flops_spent}) + "\n"
+    storage.write_text(f"trials/{trial_id}/{DONE_FILE}", text)
 
 
 def stored_metrics(storage: TrialStorage, trial_id: str) -> list[dict]:
@@ -47,7 +49,7 @@ def backfill(tracker: Any, storage: TrialStorage, trial_id: str, before: int = 2
 
 
 def close_trial(tracker: Any, storage: TrialStorage, trial_id: str, status: str, engine_status: str,
-                flops_cum: float, error: str | None = None) -> None:
+                flops_spent: float, error: str | None = None) -> None:
     """Close a trial's run (artifacts first, from storage) and then, for a finished one, write its marker."""
     if storage.remote:  # the driver sees storage, not the node's scratch folder: bring the files here first
         with tempfile.TemporaryDirectory(prefix="engine-artifacts-") as local:
@@ -58,7 +60,7 @@ def close_trial(tracker: Any, storage: TrialStorage, trial_id: str, status: str,
         tracker.log_trial_artifacts(trial_id, storage.trial_dir(trial_id))
         tracker.end_trial(trial_id, status, engine_status, error=error, artifacts=False)
     if status == "FINISHED":
-        write_marker(storage, trial_id, engine_status, flops_cum)
+        write_marker(storage, trial_id, engine_status, flops_spent)
 
 
 class MlflowCallback(Callback):

@@ -17,8 +17,15 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from engine import metrics as M
-from engine.loop.cooldown import planned_flops
+from engine.loop.cooldown import main_flops_per_step, planned_flops
 from engine.sweep.trial import resolve_spec
+
+
+def spent_flops(row: dict, default: float = 0.0) -> float:
+    """What a trial has cost up to a report: ``flops_spent`` (main run + every cooldown branch), or ``flops_cum``
+    in rows written before it existed (equal for trials without rungs); ``default`` when the row has neither."""
+    value = row.get(M.FLOPS_SPENT, row.get(M.FLOPS_CUM))
+    return default if value is None else float(value)
 
 
 def trial_key(trial: Any) -> str:
@@ -33,9 +40,10 @@ class TrialState:
     status: str = "pending"  # pending | running | completed | stopped | diverged | failed
     epochs: int = 0  # configured
     max_flops: float | None = None
-    flops_cum: float = 0.0
+    flops_cum: float = 0.0  # FLOPs spent so far (spent_flops: cooldown branches included), the sweep's cost
     flops_per_epoch: float | None = None  # from the first full epoch
-    planned_flops: float | None = None  # compute axis: budget + rung cooldowns (engine.loop.cooldown)
+    # compute axis: budget + rung cooldowns (engine.loop.cooldown), at the FLOPs per step of its latest rung report
+    planned_flops: float | None = None
     wall_s: float = 0.0  # seconds inside the training loop
     last: dict = field(default_factory=dict)  # last reported metrics
     attempts: int = 0
@@ -86,8 +94,12 @@ class SweepLedger(Callback):
         self.print_line(force=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        st = self.states.setdefault(trial_key(trial), TrialState(status="running"))
-        flops = float(result.get(M.FLOPS_CUM, st.flops_cum))
+        spec = resolve_spec(trial.config)
+        st = self.states.setdefault(spec["trial_id"], TrialState(status="running"))
+        flops = spent_flops(result, st.flops_cum)
+        per_step = main_flops_per_step(result)
+        if per_step is not None:  # a rung: its cooldowns' length (the cooldown_min_steps floor) is known now
+            st.planned_flops = planned_flops(spec["config"], per_step)
         epoch = int(result.get(M.EPOCH, 0))
         if epoch >= 1 and st.flops_per_epoch is None and epoch == 1:
             st.flops_per_epoch = flops
@@ -97,7 +109,7 @@ class SweepLedger(Callback):
         val = result.get(M.VAL_LOSS)
         finite = isinstance(val, (int, float)) and math.isfinite(val)
         if epoch >= 1 and finite and (self.best is None or val < self.best[0]):
-            self.best = (float(val), trial_key(trial))
+            self.best = (float(val), spec["trial_id"])
         self.print_line()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

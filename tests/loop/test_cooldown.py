@@ -11,7 +11,7 @@ from engine import metrics as M
 from engine.config import DataConfig, OptimConfig, TrialConfig
 from engine.errors import ConfigError
 from engine.loop.checkpoint import load_checkpoint
-from engine.loop.cooldown import RungCooldowns, cooldown_steps, planned_flops
+from engine.loop.cooldown import RungCooldowns, cooldown_steps, main_flops_per_step, planned_flops
 from engine.loop.loop import run_trial
 
 RUNGS = [1.0e6, 3.0e6, 9.0e6]  # FLOPs; the tiny fcn spends ~1.05e6 per epoch on 24 structures
@@ -86,7 +86,14 @@ def test_a_rung_is_placed_at_its_main_run_plus_its_own_cooldown(branched):
         assert c <= main  # never longer than the run before it
         if 0.2 * r[M.STEP] >= 10:  # past the floor: 20 % of the steps so far ≈ 20 % of the FLOPs
             assert 0.1 * main < c < 0.4 * main
-    assert planned_flops(_config(RUNGS)) == pytest.approx(RUNGS[-1] + 0.2 * sum(RUNGS))
+    assert planned_flops(_config(RUNGS)) == pytest.approx(RUNGS[-1] + 0.2 * sum(RUNGS))  # floor left out
+    # with the FLOPs per step seen at the first rung, the floor (10 steps of the 6-51 here) is in the estimate
+    per_step = main_flops_per_step(rows[1])
+    assert per_step == pytest.approx(ck["flops_cum"] / ck["step"], rel=0.05)
+    assert planned_flops(_config(RUNGS), per_step) == pytest.approx(rows[-1][M.FLOPS_SPENT], rel=0.1)
+    assert planned_flops(_config(RUNGS, cooldown_min_steps=0), per_step) == pytest.approx(
+        RUNGS[-1] + 0.2 * sum(RUNGS))
+    assert main_flops_per_step(rows[0]) is None  # not a rung
 
 
 def test_branches_leave_the_main_run_untouched(branched, tiny_splits, tmp_path):

@@ -82,11 +82,12 @@ def test_grid_run_reports_only_annealed_points(ray_session, engine_env, capsys):
     lr, floor = TINY_FIXED["optim"]["lr"], 0.01
     for run in children:
         history = {k: sorted(client.get_metric_history(run.info.run_id, k), key=lambda m: m.step)
-                   for k in (M.VAL_LOSS, M.FLOPS_CUM, M.LR_COOLDOWN_END, M.RUNG)}
+                   for k in (M.VAL_LOSS, M.FLOPS_CUM, M.FLOPS_SPENT, M.LR_COOLDOWN_END, M.RUNG)}
         assert [m.step for m in history[M.VAL_LOSS]] == [0, 1, 2, 3]  # the untrained model, then three rungs
         assert [m.value for m in history[M.RUNG]] == [0.0, 1.0, 2.0]
         assert all(m.value <= 1.5 * floor * lr for m in history[M.LR_COOLDOWN_END])  # every point annealed
         flops = [m.value for m in history[M.FLOPS_CUM]]
+        spent = [m.value for m in history[M.FLOPS_SPENT]]  # the sweep's cost: every cooldown branch included
         assert flops[-1] >= TINY_COMPUTE["flop_budgets"][-1] and summary["trials"][run.data.tags[
-            "engine.trial_id"]]["flops_cum"] == flops[-1]
+            "engine.trial_id"]]["flops_cum"] == spent[-1] > flops[-1]
     assert summary["compute_fraction"] == pytest.approx(1.0, abs=0.2)  # the grid is its own full estimate
