@@ -92,19 +92,27 @@ def final_values(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 def curves_of(frame: pd.DataFrame, metric: str) -> list[Curve]:
     """Every run's (flops_cum, metric) curve: runs stopped early still trace the frontier, diverged runs do not.
 
-    A run that reported FLOP rungs contributes only those reports (its annealed, cooldown-branch scores).
+    A run that reported FLOP rungs contributes only those reports (its annealed, cooldown-branch scores),
+    keyed by rung so that its seeds align rung by rung; otherwise reports are keyed by epoch. Samples seen
+    come from ``epochs_run`` (fractional passes) where logged, else from the epoch.
     """
     out = []
     for run_id, g in frame[~is_diverged(frame)].groupby("run_id", sort=True):
         if metric not in g:
             continue
-        if M.RUNG in g and g[M.RUNG].notna().any():
+        rungs = M.RUNG in g and g[M.RUNG].notna().any()
+        if rungs:
             g = g[g[M.RUNG].notna()]
-        g = g.dropna(subset=[metric, M.FLOPS_CUM]).sort_values(M.EPOCH)
+        g = g.dropna(subset=[metric, M.FLOPS_CUM]).sort_values([M.RUNG] if rungs else [M.EPOCH], kind="stable")
         if g.empty:
             continue
+        epoch = g[M.EPOCH].to_numpy(float)
+        seed = g["seed"].iloc[0] if "seed" in g else None
         out.append(Curve(str(run_id), float(g[M.N_PARAMS].iloc[0]), float(g[M.TRAIN_SIZE].iloc[0]),
-                         g[M.FLOPS_CUM].to_numpy(float), g[metric].to_numpy(float), g[M.EPOCH].to_numpy(float)))
+                         g[M.FLOPS_CUM].to_numpy(float), g[metric].to_numpy(float), epoch,
+                         epochs_run=g[M.EPOCHS_RUN].to_numpy(float) if M.EPOCHS_RUN in g else epoch,
+                         key=g[M.RUNG].to_numpy(float) if rungs else None,
+                         seed=float(seed) if seed is not None and pd.notna(seed) else None))
     return out
 
 
@@ -277,6 +285,9 @@ def _frontier_summary(fr: dict) -> dict:
     return jsonable(
         {
             "n_runs": fr["n_runs"],
+            "n_sizes": fr.get("n_sizes"),
+            "sizes": fr.get("sizes", []),
+            "bootstrap": fr.get("bootstrap"),
             "frontier": fr["frontier"],
             "law": law,
             "approach1": fr.get("approach1", {}),

@@ -114,9 +114,14 @@ def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
         if "not_available" in law:
             blocks.append(Block("p", f"L(C) {_na(law)}."))
         else:
-            blocks.append(Block("table", header=["law", "parameters [95 % CI]", "R² (log)", "frontier points", "runs"],
+            sizes = f" / {fr['n_sizes']}" if fr.get("n_sizes") is not None else ""
+            blocks.append(Block("table", header=["law", "parameters [95 % CI]", "R² (log)", "frontier points",
+                                                 "runs" + (" / sizes" if sizes else "")],
                                 rows=[[law["formula"], _params_cell(law), fmt(law["r2_log"]), str(law["n_points"]),
-                                       str(fr["n_runs"])]]))
+                                       f"{fr['n_runs']}{sizes}"]]))
+            blocks.append(Block("p", "Frontier: the lower envelope over sizes of seed-mean curves (seeds of one "
+                                     "size averaged as mean log FLOPs and mean log L at each report key they all "
+                                     "reached), not over single runs, whose envelope follows the luckiest seed."))
             blocks.append(Block("p", f"Method: {law['method']}."))
             blocks += _flag_block(law.get("flags") or [], "L(C)")
         ann = summary.get("annealed") or {}
@@ -146,17 +151,21 @@ def allocation_blocks(summary: dict) -> list[Block]:
     if not al:
         return [Block("p", "not available: no metric to allocate compute by")]
     rows = [
-        ["1: frontier runs", _exp_cell(al["approach1"], "x_n_opt"),
+        ["1: sizes on the seed-mean frontier", _exp_cell(al["approach1"], "x_n_opt"),
          _exp_cell(al["approach1"], "y_samples_seen") if "x_n_opt" in al["approach1"] else "—"],
         ["2: IsoFLOP minima", _exp_cell(al["approach2"], "x_n_opt"), "—"],
         ["3: joint law b/(a+b), a/(a+b)", _exp_cell(al["approach3"], "x_n_opt"),
          _exp_cell(al["approach3"], "y_d_opt") if "x_n_opt" in al["approach3"] else "—"],
     ]
-    return [
+    blocks = [
         Block("p", f"Compute-optimal allocation on {al['metric']} (Hoffmann et al. 2022): N_opt ∝ C^x, "
-                   "D_opt ∝ C^y; approach 1's y is for structures processed (epochs × training-set size)."),
+                   "D_opt ∝ C^y; approach 1's y is for structures processed (epochs run × training-set size)."),
         Block("table", header=["approach", "x (N_opt ∝ C^x) [95 % CI]", "y [95 % CI]"], rows=rows),
     ]
+    note = al["approach1"].get("ladder_note")
+    if note:
+        blocks.append(Block("p", f"Approach 1: {note}; sweep sizes beyond that end before reading N_opt there."))
+    return blocks
 
 
 def joint_blocks(summary: dict) -> list[Block]:
