@@ -164,7 +164,8 @@ def allocation_blocks(summary: dict) -> list[Block]:
     ]
     note = al["approach1"].get("ladder_note")
     if note:
-        blocks.append(Block("p", f"Approach 1: {note}; sweep sizes beyond that end before reading N_opt there."))
+        blocks.append(Block("p", f"Approach 1: {note}; extend the ladder past that end before reading N_opt "
+                                 "at those budgets."))
     return blocks
 
 
