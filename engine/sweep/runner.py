@@ -371,29 +371,50 @@ def max_concurrent(space: SearchSpace, local: bool) -> int | None:
 # the sweep
 
 
-def compute_scheduler(space: SearchSpace) -> Any:
-    """ASHA over the compute axis's FLOP rungs, or None (other axes, or ``early_stop: false``: the full grid).
+def compute_scheduler(space: SearchSpace, specs: list[TrialSpec] | None = None, sweep_dir: Path | None = None,
+                      storage: TrialStorage | None = None, max_running: int | None = None) -> Any:
+    """The compute axis's early stopping at its FLOP rungs, or None (other axes, or ``early_stop: false``).
 
-    Its metric ``val_loss`` is the annealed one: a compute trial reports only at rungs, each after a
-    cooldown branch (engine.loop.cooldown). The time attribute is the rung's budget (``rung_flops``, the
-    main run's FLOPs at the branch), which equals ASHA's milestones exactly; ``flops_cum`` also counts the
-    branches and one step of a large model can pass two budgets, so it would file a report under the wrong
-    rung. ASHA barely promotes at low concurrency (ray#32634; DESIGN.md Ray note 12): compare with the grid.
+    ``scheduler: frontier`` (the default): :class:`engine.sweep.frontier_scheduler.FrontierScheduler`, the policy
+    that never cuts a size that can still reach the compute-optimal frontier (engine.sweep.frontier_policy), its
+    state in ``sweep_dir/frontier_policy.json`` and, on resume, rebuilt with every rung the trials stored.
+
+    ``scheduler: asha``: ASHA on the annealed ``val_loss`` (a compute trial reports only at rungs, each after a
+    cooldown branch, engine.loop.cooldown), with the rung's budget (``rung_flops``, the main run's FLOPs at the
+    branch) as the time attribute, which equals ASHA's milestones exactly. ASHA ranks sizes at equal FLOPs and
+    so cuts the larger size that wins the large budgets; keep it for trials of one size (hyperparameters).
     """
     if space.axis != "compute" or not space.flop_budgets or not space.early_stop:
         return None
     from engine import metrics as M
-    from engine.sweep.asha import RecordingASHA
 
     budgets = space.flop_budgets
-    return RecordingASHA(
-        time_attr=M.RUNG_FLOPS,
-        metric=M.VAL_LOSS,
-        mode="min",
-        grace_period=budgets[0],
-        max_t=budgets[-1],
-        reduction_factor=space.reduction_factor,
-    )
+    if space.scheduler == "asha":
+        from engine.sweep.asha import RecordingASHA
+
+        return RecordingASHA(
+            time_attr=M.RUNG_FLOPS,
+            metric=M.VAL_LOSS,
+            mode="min",
+            grace_period=budgets[0],
+            max_t=budgets[-1],
+            reduction_factor=space.reduction_factor,
+        )
+    from engine.sweep.frontier_policy import PolicyConfig
+    from engine.sweep.frontier_scheduler import STATE_FILE, FrontierScheduler, arms_for, load_policy
+    from engine.sweep.mlflow_callback import stored_metrics
+
+    specs = specs if specs is not None else expand(space)
+    configs = {s.trial_id: s.config.to_dict() for s in specs}
+    config = PolicyConfig(budgets=list(budgets), **space.frontier)
+    stored = {t: stored_metrics(storage, t) for t in configs} if storage is not None else {}
+    state = (sweep_dir / STATE_FILE) if sweep_dir is not None else None
+    policy = load_policy(state, arms_for(configs), config, stored) if state is not None else None
+    if policy is None:
+        from engine.sweep.frontier_policy import FrontierPolicy
+
+        policy = FrontierPolicy(arms_for(configs), config)
+    return FrontierScheduler(policy, state, max_running=max_running)
 
 
 def run_sweep(
@@ -508,6 +529,11 @@ def _run_locked(
         tracker.close_leftovers()  # runs a killed driver left RUNNING; reopened below if their trial reruns
         parent_id = tracker.start_parent(space.to_dict(), space_text)
         _share_data(specs, sweep_dir, tracker, stream)  # one normalization, the baselines, the budget rule
+        limit = max_concurrent(space, local)
+        scheduler = compute_scheduler(space, specs, sweep_dir, storage, limit) if tuner_factory is None else None
+        policy = getattr(scheduler, "policy", None)
+        if options.resume and policy is not None:
+            done = _mark_policy_stops(policy, storage, done, stream)
         if options.resume:
             done = reconcile(tracker, storage, done, stream)
         todo = [s for s in specs if s.trial_id not in done]
@@ -521,7 +547,6 @@ def _run_locked(
             )
         _restore_ledger(states, storage)
 
-        scheduler = compute_scheduler(space)
         ledger = SweepLedger(options.name, states, scheduler, options.progress_interval_s, options.stream)
         callbacks = [ledger, MlflowCallback(tracker, ledger, storage), *options.callbacks]
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables off: SweepLedger prints progress
@@ -534,7 +559,8 @@ def _run_locked(
         )
         trainable = tune.with_resources(tune_trainable, trial_resources(space))
         tune_kwargs = {
-            "max_concurrent_trials": max_concurrent(space, local),
+            # the frontier scheduler enforces the limit itself: Tune's limiter counts paused trials as live
+            "max_concurrent_trials": None if policy is not None else limit,
             "reuse_actors": True,
             "trial_name_creator": _trial_name,
             "trial_dirname_creator": _trial_name,
@@ -593,6 +619,27 @@ def _run_locked(
     return result
 
 
+def _mark_policy_stops(policy: Any, storage: TrialStorage, done: dict[str, str], stream: TextIO) -> dict[str, str]:
+    """Resume: trials the frontier policy stopped whose completion marker the driver did not write before it
+    died get it now (status ``stopped``), so they are not trained again; reconcile then closes their runs."""
+    from engine.sweep.mlflow_callback import stored_metrics, write_marker
+    from engine.sweep.progress import spent_flops
+
+    done = dict(done)
+    marked = []
+    for trial_id in sorted(policy.stops):
+        if trial_id in done:
+            continue
+        rows = stored_metrics(storage, trial_id)
+        write_marker(storage, trial_id, "stopped", spent_flops(rows[-1]) if rows else 0.0)
+        done[trial_id] = "stopped"
+        marked.append(trial_id)
+    if marked:
+        print(f"resume: {len(marked)} trial(s) the frontier policy had stopped are marked stopped: "
+              f"{', '.join(marked[:5])}{' …' if len(marked) > 5 else ''}", file=stream)
+    return done
+
+
 def _register(tracker: Any, name: str, stream: TextIO) -> None:
     """Register the best finished trial of each model size (engine.sweep.registry); say what, on stdout and
     as parent-run tags. A store without a Model Registry (a file store) is a warning, not a failed sweep."""
@@ -626,6 +673,7 @@ def reconcile(tracker: Any, storage: TrialStorage, done: dict[str, str], stream:
       the run and writing the marker): the marker is written, the trial is not trained again.
     """
     from engine.sweep.mlflow_callback import backfill, close_trial, stored_metrics, write_marker
+    from engine.sweep.progress import spent_flops
     from engine.sweep.tracking import trial_params
 
     done = dict(done)
@@ -640,15 +688,14 @@ def reconcile(tracker: Any, storage: TrialStorage, done: dict[str, str], stream:
         tracker.start_trial(trial_id, trial_params(trial_id, config), storage.uri(f"trials/{trial_id}/checkpoint.pt"))
         backfill(tracker, storage, trial_id)
         rows = stored_metrics(storage, trial_id)
-        flops = float(rows[-1].get("flops_cum", 0.0)) if rows else 0.0
-        close_trial(tracker, storage, trial_id, "FINISHED", status, flops)
+        close_trial(tracker, storage, trial_id, "FINISHED", status, spent_flops(rows[-1]) if rows else 0.0)
         fixed.append(trial_id)
     for trial_id, run in sorted(runs.items(), key=lambda kv: str(kv[0])):
         status = run.data.tags.get("engine.status")
         finished = status in ("completed", "stopped", "diverged")
         if trial_id and trial_id not in done and run.info.status == "FINISHED" and finished:
             rows = stored_metrics(storage, trial_id)
-            write_marker(storage, trial_id, status, float(rows[-1].get("flops_cum", 0.0)) if rows else 0.0)
+            write_marker(storage, trial_id, status, spent_flops(rows[-1]) if rows else 0.0)
             done[trial_id] = status
             fixed.append(trial_id)
     if fixed:
@@ -675,15 +722,16 @@ def _was_interrupted(grid: Any, states: dict) -> bool:
 def _restore_ledger(states: dict, storage: TrialStorage) -> None:
     """FLOPs and wall time of trials that ran before a resume (finished or not), from their stored metrics.jsonl."""
     from engine.sweep.mlflow_callback import stored_metrics
+    from engine.sweep.progress import spent_flops
 
     for trial_id in states:
         rows = stored_metrics(storage, trial_id)
         st = states[trial_id]
         for row in rows:
             if int(row.get("epoch", 0)) == 1:
-                st.flops_per_epoch = float(row.get("flops_cum", 0.0))
+                st.flops_per_epoch = spent_flops(row)
         if rows:
-            st.flops_cum = float(rows[-1].get("flops_cum", 0.0))
+            st.flops_cum = spent_flops(rows[-1])
             st.wall_s = float(rows[-1].get("wall_s", 0.0))
             st.last = rows[-1]
 

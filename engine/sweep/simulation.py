@@ -430,3 +430,49 @@ def _seed_name(seed: object) -> str:
         return str(int(float(seed)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return str(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# the same decisions through real Ray Tune
+
+
+def _synthetic_trainable(config: dict) -> None:
+    """A Tune trainable that replays one trial's annealed losses, rung by rung, as a compute trial reports
+    them: its progress is saved (a file) before each report, so a trial paused at a rung restarts after it."""
+    from ray import tune
+
+    from engine import metrics as M
+
+    spec = config["trial"]
+    state = Path(spec["state_dir"]) / f"{spec['trial_id']}.json"
+    done = json.loads(state.read_text())["rung"] if state.exists() else -1
+    for rung in range(done + 1, len(spec["losses"])):
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rung": rung}))
+        tmp.replace(state)
+        tune.report({M.RUNG: float(rung), M.VAL_LOSS: spec["losses"][rung], M.FLOPS_CUM: spec["budgets"][rung]})
+
+
+def run_through_tune(study: Study, state_dir: str | Path, max_running: int = 2, order: str = "small-first",
+                     seed: int = 0) -> FrontierPolicy:
+    """The study's trials as real Ray Tune trials (``max_running`` at once, created in ``order``) under the Tune
+    adapter (engine.sweep.frontier_scheduler); the policy it ends with. Ray must be initialized."""
+    from ray import tune
+
+    from engine.sweep.frontier_scheduler import FrontierScheduler
+
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    policy = policy_for(study)
+    cells = arrival_order(study, order, np.random.default_rng(seed))
+    grid = [{"trial_id": study.trial_ids[i][s], "losses": [float(v) for v in study.loss[i, s]],
+             "budgets": [float(b) for b in study.budgets], "state_dir": str(state_dir)} for i, s in cells]
+    scheduler = FrontierScheduler(policy, state_dir / "policy.json", max_running=max_running)
+    tuner = tune.Tuner(
+        tune.with_resources(_synthetic_trainable, {"cpu": 0.01}),
+        param_space={"trial": tune.grid_search(grid)},
+        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(state_dir / "ray"), verbose=0),
+    )
+    tuner.fit()
+    return scheduler.policy

@@ -4,8 +4,10 @@ A space names one *axis* of a scaling study and the grid along it:
 
 - ``params``:  the model size ladder (``sizes``: preset names of ``model``), one training-set size;
 - ``data``:    the training-set sizes (``train_sizes``), one model size;
-- ``compute``: a size ladder trained under ASHA with cumulative FLOPs as the time attribute
-               (``flop_budgets``: the rungs, geometric, the last one the full budget per trial);
+- ``compute``: a size ladder trained on FLOP budgets (``flop_budgets``: the rungs, increasing, the last one
+               the full budget per trial), stopped early by ``scheduler``: ``frontier`` (default; the policy of
+               engine.sweep.frontier_policy, which keeps the compute-optimal frontier) or ``asha`` (geometric
+               budgets; for hyperparameter search, not for a frontier across sizes);
 - ``hpo``:     learning rate (log-uniform) and batch size for one size (``search``), sampled by Optuna.
 
 ``fixed`` is a :class:`~engine.config.TrialConfig`-shaped mapping shared by every trial and
@@ -26,6 +28,7 @@ from engine.config import TrialConfig, check_type, from_dict, trial_config_from_
 from engine.errors import ConfigError
 
 AXES = ("params", "data", "compute", "hpo")
+SCHEDULERS = ("frontier", "asha")
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 # keys of ``fixed`` that the grid itself sets: say where they belong instead
 _GRID_KEYS = {"model": "model", "preset": "sizes", "seed": "seeds"}
@@ -64,8 +67,10 @@ class SearchSpace:
     seeds: list = field(default_factory=lambda: [0])
     fixed: dict = field(default_factory=dict)  # TrialConfig-shaped
     resources: Resources = field(default_factory=Resources)
-    flop_budgets: list | None = None  # compute: ASHA rungs in FLOPs (geometric), last = per-trial budget
-    early_stop: bool = True  # compute: ASHA stops poor trials at rungs; False = the full grid (the reference)
+    flop_budgets: list | None = None  # compute: rungs in FLOPs (increasing), last = per-trial budget
+    early_stop: bool = True  # compute: the scheduler stops trials at rungs; False = the full grid (the reference)
+    scheduler: str = "frontier"  # compute: frontier (keeps the frontier) | asha (geometric budgets)
+    frontier: dict = field(default_factory=dict)  # compute: knobs of engine.sweep.frontier_policy.PolicyConfig
     search: HpoSearch | None = None  # hpo only
     # preset → {"lr", "batch_size", "tuned_by"}: each size's tuned values (engine.scale --lr-from a per-size tuning)
     per_size: dict = field(default_factory=dict)
@@ -172,7 +177,7 @@ def _check_ints(values: list, key: str, where: str, allow_none: bool = False) ->
     return out
 
 
-def _check_budgets(values: list, where: str) -> list[float]:
+def _check_budgets(values: list, where: str, geometric: bool) -> list[float]:
     budgets = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -183,9 +188,10 @@ def _check_budgets(values: list, where: str) -> list[float]:
     ratios = [b / a for a, b in itertools.pairwise(budgets)]
     if any(r <= 1.0 for r in ratios):
         raise ConfigError(f"{where}: 'flop_budgets' must increase, got {values}")
-    if max(ratios) / min(ratios) > 1.01:
+    if geometric and max(ratios) / min(ratios) > 1.01:
         raise ConfigError(
-            f"{where}: 'flop_budgets' must be geometric (ASHA rungs grow by a constant factor), got ratios "
+            f"{where}: 'flop_budgets' must be geometric under scheduler asha (its rungs grow by a constant factor), "
+            "got ratios "
             + ", ".join(f"{r:.3g}" for r in ratios)
         )
     return budgets
@@ -232,11 +238,17 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
     if resources.workers < 1 or resources.cpus_per_worker <= 0 or resources.gpus_per_worker < 0:
         raise ConfigError(f"{where}: resources need workers ≥ 1, cpus_per_worker > 0 and gpus_per_worker ≥ 0")
 
+    scheduler = values.get("scheduler", "frontier")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"{where}: 'scheduler' is one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    frontier = _check_frontier(values.get("frontier") or {}, where)
     budgets = None
     if axis == "compute":
-        budgets = _check_budgets(_nonempty_list(values, "flop_budgets", where), where)
-    elif values.get("flop_budgets") is not None:
-        raise ConfigError(f"{where}: 'flop_budgets' only applies to axis compute; remove it")
+        budgets = _check_budgets(_nonempty_list(values, "flop_budgets", where), where, geometric=scheduler == "asha")
+    else:
+        for key in ("flop_budgets", "scheduler", "frontier"):
+            if values.get(key) is not None:
+                raise ConfigError(f"{where}: '{key}' only applies to axis compute; remove it")
     early_stop = values.get("early_stop", True)
     if not isinstance(early_stop, bool) or (axis != "compute" and not early_stop):
         raise ConfigError(f"{where}: 'early_stop' is true or false and only applies to axis compute; fix it")
@@ -270,10 +282,32 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
         resources=resources,
         flop_budgets=budgets,
         early_stop=early_stop,
+        scheduler=scheduler,
+        frontier=frontier,
         search=search,
         per_size=per_size,
         source=source,
     )
+
+
+def _check_frontier(values: dict, where: str) -> dict:
+    """Validate ``frontier``: knobs of :class:`engine.sweep.frontier_policy.PolicyConfig` (budgets excluded)."""
+    from engine.sweep.frontier_policy import PolicyConfig
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: 'frontier' must map policy knobs to numbers")
+    knobs = {f.name for f in dataclasses.fields(PolicyConfig)} - {"budgets"}
+    bad = sorted(set(values) - knobs)
+    if bad:
+        raise ConfigError(f"{where}: unknown frontier knob(s) {', '.join(bad)}; valid: {', '.join(sorted(knobs))}")
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{where}: frontier.{k} must be a non-negative number, got {v!r}")
+    try:
+        PolicyConfig(budgets=[1.0, 2.0], **values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: frontier: {exc}") from exc
+    return dict(values)
 
 
 def _check_per_size(per_size: dict, sizes: list, where: str) -> dict:
@@ -359,6 +393,8 @@ def with_overrides(
     if space.flop_budgets is not None:
         values["flop_budgets"] = list(space.flop_budgets)
         values["early_stop"] = space.early_stop
+        values["scheduler"] = space.scheduler
+        values["frontier"] = dict(space.frontier)
     if space.search is not None:
         values["search"] = dataclasses.asdict(space.search)
     kept = {p: e for p, e in space.per_size.items() if p in values["sizes"]}

@@ -28,21 +28,43 @@ def _write(path, values):
 
 
 def test_no_early_stop_parses_into_a_grid_run():
-    asha = build_space(build_parser().parse_args(["--axis", "compute"]), "compute")
+    from engine.sweep.frontier_scheduler import FrontierScheduler
+
+    frontier = build_space(build_parser().parse_args(["--axis", "compute"]), "compute")
     grid = build_space(build_parser().parse_args(["--axis", "compute", "--no-early-stop"]), "compute")
-    assert asha.early_stop is True and grid.early_stop is False
-    assert compute_scheduler(grid) is None  # no ASHA: every trial runs to the last budget
-    scheduler = compute_scheduler(asha)
-    assert scheduler._metric == M.VAL_LOSS and scheduler._time_attr == M.RUNG_FLOPS  # annealed, at its rung
-    assert scheduler._max_t == asha.flop_budgets[-1]
-    for space in (asha, grid):  # the same trials either way: WSD with a cooldown branch at every budget
+    assert frontier.early_stop is True and grid.early_stop is False and frontier.scheduler == "frontier"
+    assert compute_scheduler(grid) is None  # no early stopping: every trial runs to the last budget
+    scheduler = compute_scheduler(frontier)
+    assert isinstance(scheduler, FrontierScheduler)  # the default keeps the frontier (engine.sweep.frontier_policy)
+    assert scheduler.policy.config.budgets == frontier.flop_budgets
+    assert {a.trial_id for a in scheduler.policy.arms} == {s.trial_id for s in expand(frontier)}
+    orders = {a.size: a.order for a in scheduler.policy.arms}
+    assert len(set(orders.values())) == len(frontier.sizes)  # sizes ordered by their parameter counts
+    for space in (frontier, grid):  # the same trials either way: WSD with a cooldown branch at every budget
         for spec in expand(space):
             assert spec.config.rung_flops == space.flop_budgets
             assert spec.config.max_flops == space.flop_budgets[-1]
             assert spec.config.optim.schedule == "wsd"
-    assert [s.config for s in expand(asha)] == [s.config for s in expand(grid)]
+    assert [s.config for s in expand(frontier)] == [s.config for s in expand(grid)]
     again = space_from_dict({k: v for k, v in grid.to_dict().items() if k != "source"}, source="saved")
     assert again.early_stop is False  # a resumed grid sweep stays a grid sweep
+
+
+def test_asha_stays_available_by_name():
+    values = copy.deepcopy(TINY_COMPUTE) | {"scheduler": "asha"}
+    asha = compute_scheduler(space_from_dict(values, source="tiny"))
+    assert asha._metric == M.VAL_LOSS and asha._time_attr == M.RUNG_FLOPS  # annealed, at its rung
+    assert asha._max_t == TINY_COMPUTE["flop_budgets"][-1]
+    uneven = copy.deepcopy(TINY_COMPUTE) | {"flop_budgets": [1.0e8, 2.0e8, 9.0e8]}
+    assert space_from_dict(uneven, source="tiny").scheduler == "frontier"  # the policy needs no geometric rungs
+    with pytest.raises(ConfigError, match="geometric under scheduler asha"):
+        space_from_dict(uneven | {"scheduler": "asha"}, source="tiny")
+    with pytest.raises(ConfigError, match="'scheduler' is one of frontier, asha"):
+        space_from_dict(copy.deepcopy(TINY_COMPUTE) | {"scheduler": "hyperband"}, source="tiny")
+    with pytest.raises(ConfigError, match="unknown frontier knob"):
+        space_from_dict(copy.deepcopy(TINY_COMPUTE) | {"frontier": {"margin": 0.1}}, source="tiny")
+    knobs = space_from_dict(copy.deepcopy(TINY_COMPUTE) | {"frontier": {"margin_default": 0.05}}, source="tiny")
+    assert compute_scheduler(knobs).policy.config.margin_default == 0.05
 
 
 def test_compute_space_checks():

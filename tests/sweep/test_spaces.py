@@ -82,7 +82,7 @@ def test_expand_is_deterministic_and_complete():
         ({"resources": {"gpus": 1}}, "unknown key(s) gpus"),
         ({"flop_budgets": [1e9, 3e9]}, "only applies to axis compute"),
         ({"axis": "compute"}, "missing 'flop_budgets'"),
-        ({"axis": "compute", "flop_budgets": [1e9, 2e9, 8e9]}, "must be geometric"),
+        ({"axis": "compute", "scheduler": "asha", "flop_budgets": [1e9, 2e9, 8e9]}, "must be geometric under"),
         ({"axis": "compute", "flop_budgets": [3e9, 1e9]}, "must increase"),
         ({"axis": "compute", "flop_budgets": [1e9]}, "at least two rungs"),
         ({"axis": "hpo", "search": {"lr_min": 1e-2, "lr_max": 1e-3}}, "0 < lr_min < lr_max"),

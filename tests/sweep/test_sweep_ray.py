@@ -149,31 +149,38 @@ def write_yaml(path, values):
     return path
 
 
-def test_compute_sweep_uses_asha_on_flops_and_prints_fraction(ray_session, engine_env, capsys):
+def test_compute_sweep_runs_the_frontier_policy_and_prints_fraction(ray_session, engine_env, capsys):
     from engine.scale import main
+    from engine.sweep.frontier_policy import FrontierPolicy
 
     fixed = json.loads(json.dumps(TINY_FIXED))
     fixed["epochs"] = 40
+    budgets = [2.5e8, 7.5e8, 2.25e9]
     space = write_yaml(engine_env["tmp"] / "compute.yaml", {
         "axis": "compute", "model": "transformer", "sizes": ["p0", "p1", "p2"], "train_sizes": [40], "seeds": [0],
-        "flop_budgets": [2.5e8, 7.5e8, 2.25e9], "fixed": fixed,
+        "flop_budgets": budgets, "fixed": fixed,
     })
     assert main(["--axis", "compute", "--space", str(space), "--name", "tiny-compute", "--no-report"]) == 0
     out = capsys.readouterr().out
     assert "compute: used" in out and "% of the full grid" in out
-    summary = json.loads((engine_env["sweeps"] / "tiny-compute" / "summary.json").read_text())
-    assert 0 < summary["compute_fraction"] <= 1.0
+    sweep = engine_env["sweeps"] / "tiny-compute"
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert 0 < summary["compute_fraction"] <= 1.1  # the full grid's estimate is one; a step can pass a budget
+    policy = FrontierPolicy.from_dict(json.loads((sweep / "frontier_policy.json").read_text()))
+    assert policy.decided == len(budgets) - 2  # every rung before the last was decided at its barrier
     client, children, _ = child_runs(engine_env["uri"], "tiny-compute")
     assert len(children) == 3
     for run in children:
-        trial = summary["trials"][run.data.tags["engine.trial_id"]]
+        key = run.data.tags["engine.trial_id"]
+        trial = summary["trials"][key]
         assert run.info.status == "FINISHED"
         assert run.data.tags["engine.status"] == trial["status"] in ("completed", "stopped")
-        flops = client.get_metric_history(run.info.run_id, "flops_cum")
+        assert (trial["status"] == "stopped") == (key in policy.stops)
+        rungs = [int(m.value) for m in client.get_metric_history(run.info.run_id, "rung")]
+        assert rungs == sorted(policy.losses[key])  # each rung reported once, none after a stop
         if trial["status"] == "completed":  # trained to the budget (the loop stops inside the epoch)
-            assert flops[-1].value >= 2.25e9
-        else:  # stopped by ASHA at a rung below the budget
-            assert flops[-1].value < 2.25e9
+            assert rungs[-1] == len(budgets) - 1
+            assert client.get_metric_history(run.info.run_id, "rung_flops")[-1].value >= budgets[-1] * 0.99
 
 
 def client_epochs(uri: str, run_id: str) -> int:
