@@ -3,7 +3,9 @@
 A *study* is a table of annealed losses: trials (size × seed) × FLOP rungs. The full grid reports every
 cell; a scheduler reports the cells of the trials it lets run. Both frontiers are then estimated the same
 way the report does (the lower envelope over sizes of each size's seed-mean curve, mean of log L per rung)
-and compared: the exponent β of L = a·C^−β on the envelope, the largest relative excess of the scheduler's
+and compared (the envelope is :func:`engine.fit.frontier.seed_mean_envelope`'s on a table whose rungs sit at
+the same FLOPs for every size; a test checks they agree): the exponent β of L = a·C^−β on the envelope (least
+squares in log-log), the largest relative excess of the scheduler's
 frontier over the grid's at any budget, the compute-optimal size at the last budget, and the FLOPs spent
 (main runs plus one cooldown branch per rung reached, ``cooldown_fraction`` of the rung's FLOPs).
 

@@ -84,3 +84,25 @@ def test_replay_refuses_a_sweep_that_is_not_a_full_grid(tmp_path, capsys) -> Non
 
     assert run_cli(simulate.main, ["--replay", str(path)]) == 2
     assert "rung" in capsys.readouterr().err
+
+
+def test_the_simulators_envelope_is_the_reports_estimator() -> None:
+    from engine.fit.frontier import Curve, seed_mean_envelope
+
+    s = sim.parse_surface(SURFACE)
+    (study,) = sim.synthetic_studies(s, 100.0, [float(v) for v in SIZES.split(",")],
+                                     [float(v) for v in BUDGETS.split(",")], seeds=2, noise=0.03, studies=1, seed=3)
+    alive, policy = sim.run_frontier(study)
+    assert policy.stops
+    for mask in (np.ones_like(alive), alive):  # the grid, and what the policy kept
+        curves = []
+        for i, name in enumerate(study.sizes):
+            for k in range(study.seeds):
+                rungs = np.flatnonzero(mask[i, k])
+                curves.append(Curve(study.trial_ids[i][k], study.n_params[i], 1000.0, study.budgets[rungs],
+                                    study.loss[i, k, rungs], key=rungs.astype(float), seed=float(k), size_key=name))
+        front = seed_mean_envelope(curves)
+        env, _ = sim.envelope(sim.seed_mean_log(study, mask), study.budgets)
+        falls = np.r_[True, env[1:] < env[:-1]]
+        np.testing.assert_allclose(front["flops"], study.budgets[falls], rtol=1e-12)
+        np.testing.assert_allclose(np.log(front["loss"]), env[falls], rtol=1e-12)
