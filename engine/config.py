@@ -316,19 +316,35 @@ def load_trial_config(path: str | Path) -> TrialConfig:
     return trial_config_from_dict(values or {})
 
 
-def check_ranges(config: TrialConfig) -> None:
-    """Ranges a type check cannot see (one line each, naming the ``engine.train`` flag that sets the value)."""
-    checks = [
-        (config.epochs >= 1, f"epochs must be ≥ 1, got {config.epochs}; fix --epochs"),
-        (config.batch_size >= 1, f"batch_size must be ≥ 1, got {config.batch_size}; fix --batch-size"),
-        (config.max_atoms_per_batch >= 1, "max_atoms_per_batch must be ≥ 1; fix --max-atoms-per-batch"),
-        (config.optim.lr > 0, f"lr must be > 0, got {config.optim.lr}; fix --lr"),
-        (config.data.train_size is None or config.data.train_size >= 0, "train_size must be ≥ 0; fix --train-size"),
+def check_ranges(config: TrialConfig, where: str | None = None) -> None:
+    """Ranges a type check cannot see, one line each.
+
+    ``where=None`` (``engine.train``): the line names the command-line flag that sets the value. A search
+    space passes ``where`` (its file and grid point): the line names the space's key instead, so a sweep
+    stops on exactly the checks a single run does, before anything starts (``engine.sweep.spaces``).
+    """
+    ema = config.optim.ema_decay
+    checks = [  # (ok, what is wrong, engine.train flag, key of a space's ``fixed``)
+        (config.epochs >= 1, f"epochs must be ≥ 1, got {config.epochs}", "--epochs", "epochs"),
+        (config.batch_size >= 1, f"batch_size must be ≥ 1, got {config.batch_size}", "--batch-size", "batch_size"),
         (
-            config.optim.ema_decay is None or 0 < config.optim.ema_decay < 1,
-            f"ema_decay must be in (0, 1), got {config.optim.ema_decay}; fix --ema-decay",
+            config.max_atoms_per_batch >= 1,
+            f"max_atoms_per_batch must be ≥ 1, got {config.max_atoms_per_batch}",
+            "--max-atoms-per-batch",
+            "max_atoms_per_batch",
         ),
+        (config.optim.lr > 0, f"lr must be > 0, got {config.optim.lr}", "--lr", "optim.lr"),
+        (
+            config.data.train_size is None or config.data.train_size >= 0,
+            f"train_size must be ≥ 0, got {config.data.train_size}",
+            "--train-size",
+            "train_sizes",
+        ),
+        (ema is None or 0 < ema < 1, f"ema_decay must be in (0, 1), got {ema}", "--ema-decay", "optim.ema_decay"),
     ]
-    for ok, message in checks:
+    for ok, message, flag, key in checks:
         if not ok:
-            raise ConfigError(message)
+            if where is None:
+                raise ConfigError(f"{message}; fix {flag}")
+            home = key if key == "train_sizes" else f"fixed.{key}"
+            raise ConfigError(f"{where}: {message}; fix {home}")

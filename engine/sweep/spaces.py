@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import TrialConfig, check_type, from_dict, trial_config_from_dict
+from engine.config import TrialConfig, check_ranges, check_type, from_dict, trial_config_from_dict
 from engine.errors import ConfigError
 
 AXES = ("params", "data", "compute", "hpo")
@@ -272,7 +272,7 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
         raise ConfigError(f"{where}: 'search' only applies to axis hpo; remove it")
 
     per_size = _check_per_size(values.get("per_size") or {}, sizes, where)
-    return SearchSpace(
+    space = SearchSpace(
         axis=axis,
         model=model,
         sizes=list(sizes),
@@ -288,6 +288,22 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
         per_size=per_size,
         source=source,
     )
+    _check_trials(space, where)
+    return space
+
+
+def _check_trials(space: SearchSpace, where: str) -> None:
+    """Every grid point passes the checks ``engine.train`` makes (ranges, model config), so a space with
+    ``epochs: 0`` or a negative lr stops with one line before Ray, the sweep folder or MLflow see it."""
+    import models
+
+    for spec in expand(space):
+        at = f"{where}: {spec.trial_id}"
+        check_ranges(spec.config, where=at)
+        try:
+            models.config_from_dict(spec.config.model, spec.config.model_config, preset=spec.config.preset)
+        except ConfigError as exc:
+            raise ConfigError(f"{at}: {exc}; fix fixed.model_config") from exc
 
 
 def _check_frontier(values: dict, where: str) -> dict:

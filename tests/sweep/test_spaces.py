@@ -89,6 +89,13 @@ def test_expand_is_deterministic_and_complete():
         ({"axis": "hpo", "search": {"batch_sizes": []}}, "batch_sizes must be a non-empty list"),
         ({"axis": "hpo"}, "tunes one model size"),
         ({"search": {"num_samples": 2}}, "only applies to axis hpo"),
+        # the ranges engine.train checks (engine.config.check_ranges), per grid point
+        ({"fixed": {"epochs": 0}}, "transformer-p0-n40-s0: epochs must be ≥ 1, got 0; fix fixed.epochs"),
+        ({"fixed": {"optim": {"lr": -1e-3}}}, "lr must be > 0, got -0.001; fix fixed.optim.lr"),
+        ({"fixed": {"batch_size": 0}}, "batch_size must be ≥ 1"),
+        ({"fixed": {"max_atoms_per_batch": 0}}, "max_atoms_per_batch must be ≥ 1"),
+        ({"fixed": {"optim": {"ema_decay": 1.0}}}, "ema_decay must be in (0, 1)"),
+        ({"fixed": {"model_config": {"width": 3}}}, "unknown transformer config key(s) width"),
     ],
 )
 def test_bad_spaces_raise_one_line_config_errors(changes, message):
@@ -124,3 +131,31 @@ def test_overrides_apply_and_revalidate():
         with_overrides(space, model="fcn")
     fcn = with_overrides(space, model="fcn", sizes=["f0", "f1"])
     assert [s.config.model for s in expand(fcn)] == ["fcn", "fcn"]
+
+
+@pytest.mark.parametrize("fixed", [{"epochs": 0}, {"optim": {"lr": -0.01}}])
+def test_sweep_with_bad_ranges_stops_with_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, fixed):
+    """engine.scale on such a space: one ``error:`` line, exit 2, no Ray, no sweep folder, no MLflow store."""
+    import sys
+
+    from engine.cli import run_cli
+    from engine.scale import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ENGINE_SWEEPS", str(tmp_path / "sweeps"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(make(fixed={**BASE["fixed"], **fixed})))
+    assert run_cli(main, ["--space", str(space), "--name", "bad", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "transformer-p0-n40-s0" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_a_bad_override_is_caught_like_a_bad_space():
+    space = space_from_dict(make(), source="space.yaml")
+    with pytest.raises(ConfigError, match="epochs must be ≥ 1, got 0"):
+        with_overrides(space, epochs=0)
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        with_overrides(space, lr=-1.0)
