@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", metavar="RUNS_JSON", help="a recorded full-grid compute sweep (runs/<sweep>.json)")
     p.add_argument("--metric", default="val_loss", help="the metric a replay reads (default val_loss)")
     p.add_argument("--scheduler", choices=("frontier", "asha"), default="frontier")
+    p.add_argument("--through-tune", type=int, default=0, metavar="K",
+                   help="also run the first K studies through real Ray Tune (the adapter) and check its decisions")
     p.add_argument("--asha-order", choices=("small-first", "large-first", "random"), default="small-first",
                    help="the order trials reach ASHA's rungs (ASHA's cuts depend on it)")
     return p
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             args.cooldown_fraction, args.seed)
         summary, _ = sim.simulate(studies, args.scheduler, args.asha_order)
         out = summary.to_dict()
+        if args.through_tune > 0:
+            out["tune_agrees"] = sim.check_through_tune(studies[: args.through_tune])
         print(sim.summary_table([summary]), file=sys.stderr)
     print(json.dumps(out, sort_keys=True))
     return 0
