@@ -157,6 +157,32 @@ class Potential(nn.Module):
         stress = raw.stress.to(dtype) * self.stress_scale.to(dtype) if raw.stress is not None else None
         return ModelOutput(energy=energy, forces=forces, stress=stress)
 
+    # -- private random streams ------------------------------------------------------
+    def generators(self) -> dict[str, torch.Generator]:
+        """Random generators the model owns besides torch's global one (e.g. EquiformerV2's edge rolls), by name.
+
+        Exact resume and exact cooldown branches need every random stream: the loop saves :meth:`rng_state` in
+        the checkpoint and in a branch's snapshot, and evaluation runs from :meth:`seed_generators` with the
+        training state put back after (:func:`engine.loop.loop.evaluate`). A family with a private generator
+        overrides this; the default has none.
+        """
+        return {}
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """The state of each of :meth:`generators` (CPU byte tensors: a ``weights_only`` checkpoint holds them)."""
+        return {name: gen.get_state() for name, gen in self.generators().items()}
+
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Put back states from :meth:`rng_state`; a generator missing from ``state`` keeps its own."""
+        for name, gen in self.generators().items():
+            if name in state:
+                gen.set_state(state[name].to("cpu", torch.uint8))
+
+    def seed_generators(self, seed: int) -> None:
+        """Reseed every generator of :meth:`generators` (a fixed stream, e.g. for repeatable evaluation)."""
+        for gen in self.generators().values():
+            gen.manual_seed(int(seed))
+
     # -- bookkeeping -----------------------------------------------------------------
     def num_parameters(self) -> int:
         """Trainable parameters (the N of a parameter-scaling law)."""

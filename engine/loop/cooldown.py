@@ -2,11 +2,11 @@
 
 A compute-axis trial (``config.rung_flops``: its FLOP budgets) trains with warmup–stable–decay whose
 main run holds the peak LR. When its main-run FLOPs reach a rung, a *cooldown branch* is taken:
-the state (weights, AdamW moments, schedule, grad scaler, EMA, every RNG, the FLOP accountant) is
-copied, the branch trains :func:`cooldown_steps` more steps with the LR ramped down to
-``min_lr_factor · peak`` (linear or 1 − √t), the annealed model is scored, and the copy is put back,
-so the main run continues bit for bit as if no branch had run. A cooldown of 10–20 % of the steps
-matches a cosine schedule fitted to that length (Hägele et al. 2024, arXiv 2405.18392).
+the state (weights, AdamW moments, schedule, grad scaler, EMA, every RNG including the model's own
+generators, the FLOP accountant) is copied, the branch trains :func:`cooldown_steps` more steps with
+the LR ramped down to ``min_lr_factor · peak`` (linear or 1 − √t), the annealed model is scored, and
+the copy is put back, so the main run continues bit for bit as if no branch had run. A cooldown of
+10–20 % of the steps matches a cosine schedule fitted to that length (Hägele et al. 2024, arXiv 2405.18392).
 At the last rung the cooldown is not discarded: it is the trial's own end.
 
 Every rung is one report: ``val_*`` / ``train_*`` of the annealed model (what ASHA's rung decision,
@@ -94,6 +94,7 @@ class _Snapshot:
     scaler: dict | None
     ema: dict | None
     rng: dict
+    model_rng: dict  # the model's own generators (EquiformerV2's edge rolls): models.base.Potential.rng_state
     numpy_legacy: tuple
     flops: Any
 
@@ -106,6 +107,7 @@ class _Snapshot:
             scaler=copy.deepcopy(trial.scaler.state_dict()) if trial.scaler is not None else None,
             ema=trial.ema.state_dict() if trial.ema is not None else None,
             rng=ckpt_io.rng_state(),
+            model_rng=trial.model.rng_state(),
             numpy_legacy=np.random.get_state(),
             flops=trial.step_ctx.flops,
         )
@@ -120,6 +122,7 @@ class _Snapshot:
         if trial.ema is not None and self.ema is not None:
             trial.ema.load_state_dict(self.ema)
         ckpt_io.set_rng_state(self.rng)
+        trial.model.set_rng_state(self.model_rng)
         np.random.set_state(self.numpy_legacy)
         trial.step_ctx.flops = self.flops
 

@@ -8,11 +8,12 @@ Order of events: build everything from ``config.seed`` → resume from ``run_dir
 if present → otherwise evaluate the untrained model (epoch 0), checkpoint and report → for each
 epoch: shuffle (numpy Generator), pack batches by atom budget, one optimizer step per global
 batch (sharded across ranks by atoms), then evaluate, checkpoint, report. A resumed run restores
-weights, optimizer, schedule, scaler, EMA, RNG streams and the shuffle generator, so it continues
-exactly as an uninterrupted one. On the compute axis a trial also checkpoints at every rung, inside
-an epoch: the checkpoint then holds the shuffle generator's state at the epoch's start and the
-batches done, and the resumed run rebuilds the same batches, skips the done ones (unread) and
-finishes the epoch.
+weights, optimizer, schedule, scaler, EMA, RNG streams (the model's own generators too: EquiformerV2's
+edge rolls) and the shuffle generator, so it continues exactly as an uninterrupted one; evaluation
+draws the model's generators from a fixed seed and puts the training state back (:func:`evaluate`).
+On the compute axis a trial also checkpoints at every rung, inside an epoch: the checkpoint then
+holds the shuffle generator's state at the epoch's start and the batches done, and the resumed run
+rebuilds the same batches, skips the done ones (unread) and finishes the epoch.
 
 How long it trains is ``config.budget`` (:class:`~engine.config.BudgetConfig`): ``epochs``, a fixed
 number of optimizer ``steps`` (the schedule spans them), or ``early_stop`` (patience on the validation
@@ -228,17 +229,27 @@ def evaluate(
     dtype: torch.dtype,
     dist: DistContext | None = None,
 ) -> ErrorSums:
-    """Error sums of ``module`` over ``dataset`` (eval mode; batches sharded over ranks, summed)."""
+    """Error sums of ``module`` over ``dataset`` (eval mode; batches sharded over ranks, summed).
+
+    The model's private generators (EquiformerV2's edge rolls) run from ``config.seed`` here and are put back
+    after: a score depends only on the weights, and evaluating does not move the training stream (so a
+    cooldown branch or a resume, which evaluate at other times, leave training bit for bit the same).
+    """
     module.eval()
     total = torch.zeros(len(dataclasses.fields(ErrorSums)), dtype=torch.float64)
     need_grad = module.force_mode == "conservative"  # forces are −∂E/∂x even at evaluation
-    if len(dataset):
-        shards = [local_shard(dataset, idx, dist) for idx in pack_batches(dataset.sizes(), config.batch_size,
-                                                                          config.max_atoms_per_batch)]
-        for batch in batch_stream(dataset, [mine for mine, dummy in shards if not dummy], config, dtype, device):
-            with torch.set_grad_enabled(need_grad), autocast_context(device, config.amp):
-                output = module(batch)
-            total += error_sums(output, batch).as_vector().cpu()
+    training_rng = module.rng_state()
+    module.seed_generators(config.seed)
+    try:
+        if len(dataset):
+            shards = [local_shard(dataset, idx, dist) for idx in pack_batches(dataset.sizes(), config.batch_size,
+                                                                              config.max_atoms_per_batch)]
+            for batch in batch_stream(dataset, [mine for mine, dummy in shards if not dummy], config, dtype, device):
+                with torch.set_grad_enabled(need_grad), autocast_context(device, config.amp):
+                    output = module(batch)
+                total += error_sums(output, batch).as_vector().cpu()
+    finally:
+        module.set_rng_state(training_rng)
     return ErrorSums.from_vector(_all_reduce(total.to(device), dist).cpu())
 
 
@@ -424,6 +435,7 @@ class _Trial:
             "flops_cooldown": self.flops_cooldown,
             "wall_s": self.wall_s,
             "rng": {**ckpt_io.rng_state(), "numpy_shuffle": ckpt_io.numpy_generator_state(self.generator)},
+            "model_rng": self.model.rng_state(),  # the model's own generators (models.base.Potential.generators)
             "trial_config": self.config.to_dict(),
             "metrics_history": list(self.history),
             "structures_seen": self.structures_seen,
@@ -462,6 +474,7 @@ class _Trial:
         rng = dict(ck["rng"])
         self.generator = ckpt_io.restore_numpy_generator(rng.pop("numpy_shuffle"))
         ckpt_io.set_rng_state(rng)
+        self.model.set_rng_state(ck.get("model_rng") or {})
         if self.is_main:
             self._write_history()
         return True

@@ -207,6 +207,10 @@ class EquiformerV2(Potential):
             for module in (*self.blocks, self.energy_head, self.force_head):
                 module.compile(dynamic=True)
 
+    def generators(self) -> dict[str, torch.Generator]:
+        """The edge-roll generator: in the loop's checkpoints and cooldown snapshots (models.base.Potential)."""
+        return {"edge_roll": self._roll_generator}
+
     def reset_edge_roll(self, seed: int) -> None:
         """Reseed the generator of the random edge rolls (for repeatable evaluation)."""
         self._roll_generator.manual_seed(seed)
