@@ -54,6 +54,7 @@ from engine.loop import checkpoint as ckpt_io
 from engine.loop import precision
 from engine.loop.cooldown import RungCooldowns
 from engine.loop.ema import EMA
+from engine.loop.flop_tally import FlopTally
 from engine.loop.flops import FlopAccountant, FlopCounter, batch_features
 from engine.loop.loss import ErrorSums, error_metrics, error_sums, weighted_loss
 from engine.loop.sampler import shard_by_atoms
@@ -357,6 +358,8 @@ class _Trial:
         # compute axis: the main run holds the peak; rung cooldowns are branches (engine.loop.cooldown)
         self.rungs = RungCooldowns.for_config(config)
         self.scheduler = LRSchedule(self.optimizer, config.optim, hold=self.rungs is not None)
+        # DDP: the ranks' FLOPs are summed every step only when a budget or a rung reads them (engine.loop.flop_tally)
+        self.flop_tally = FlopTally(self.dist, per_step=config.max_flops is not None or self.rungs is not None)
         self.scheduler.set_progress(0.0)
         self.scaler = precision.make_grad_scaler(config.amp, self.device)  # fp16 only
         self.ema = EMA(self.model, config.optim.ema_decay) if config.optim.ema_decay else None
@@ -503,6 +506,7 @@ class _Trial:
                 cooldown_structures: int = 0) -> dict[str, Any]:
         """Append a report, checkpoint (``save``), then write and report it. ``cooldown_*``: a rung's own cooldown
         branch, part of its coordinate (the model scored was trained with the main run plus that branch)."""
+        self.flops_cum += self.flop_tally.flush()  # every rank records each report: the ranks' FLOPs summed here
         self._clock()
         row: dict[str, Any] = {
             M.REPORT: len(self.history),
@@ -612,14 +616,14 @@ class _Trial:
 
     def train_batch(self, idx: list[int], prepared: Batch | None = None) -> tuple[torch.Tensor, int]:
         """One optimizer step on global batch ``idx`` (this rank's shard, or ``prepared``: that shard already on the
-        device, from :func:`batch_stream`): its global error-sum vector, left on the device (no host sync), and FLOPs.
+        device, from :func:`batch_stream`): its global error-sum vector, left on the device (no host sync), and the
+        FLOPs to add to ``flops_cum`` now: all ranks' (summed on the host, :class:`FlopTally`), or under DDP without
+        a FLOP budget or rungs 0, this rank's being kept until the next report sums them.
         """
         mine, dummy = local_shard(self.train_set, idx, self.dist)
         batch = prepared if prepared is not None else self.train_set.batch(mine, dtype=self.dtype).to(self.device)
         sums, flops = train_step(self.step_ctx, _masked_copy(batch) if dummy else batch)
-        if self.dist is not None:
-            flops = int(_all_reduce(torch.tensor([flops], dtype=torch.float64, device=self.device), self.dist).item())
-        return sums.as_vector(), flops
+        return sums.as_vector(), self.flop_tally.step(flops)
 
     def _start_epoch(self) -> _EpochPosition:
         """A new epoch's position, or the one a mid-epoch checkpoint saved (the epoch is not counted again)."""
@@ -690,6 +694,7 @@ class _Trial:
             if self._out_of_epochs():
                 self.rungs.end_of_epochs(self)
             self._clock()
+            self.flops_cum += self.flop_tally.flush()  # (0: rungs sum every step) before the count is saved
             self.save()
             return dict(self.history[-1])
         metrics = error_metrics(ErrorSums.from_vector(epoch_sums), cfg.loss, *self._scales(), split="train")

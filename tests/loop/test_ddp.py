@@ -20,24 +20,27 @@ def _splits(n_train: int = 10) -> TinySplits:
     return TinySplits(train=recs[:n_train], val=recs[10:])
 
 
-def _config(model: str) -> TrialConfig:
+def _config(model: str, max_flops: float | None = None) -> TrialConfig:
     mc = {"fcn": {"hidden": 16, "num_rbf": 8}, "transformer": {"d_model": 16, "depth": 1, "heads": 2}}[model]
     # one global batch holds the whole training set: epoch 1 is exactly one optimizer step
     return TrialConfig(model=model, model_config=mc, epochs=1, batch_size=64, max_atoms_per_batch=4096, seed=7,
-                       data=DataConfig(max_val=4))  # fmt: skip
+                       data=DataConfig(max_val=4), max_flops=max_flops)  # fmt: skip
 
 
-# conservative (double backward through DDP), direct, and a one-structure batch (rank 1 gets a masked stand-in)
-RUNS = {"fcn": ("fcn", 10), "transformer": ("transformer", 10), "fcn-one": ("fcn", 1)}
+# conservative (double backward through DDP), direct, and a one-structure batch (rank 1 gets a masked stand-in);
+# FLOPs summed at the report (no budget) and every step (a FLOP budget reads them: engine.loop.flop_tally)
+RUNS = {"fcn": ("fcn", 10, None), "transformer": ("transformer", 10, None), "fcn-one": ("fcn", 1, None),
+        "fcn-budget": ("fcn", 10, 1e15)}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        for name, (model, n_train) in RUNS.items():
+        for name, (model, n_train, budget) in RUNS.items():
             dist = DistContext(rank, world, "cpu")
-            run_trial(_config(model), f"{out_dir}/{name}", dist=dist, splits=_splits(n_train), dtype=torch.float64)
+            run_trial(_config(model, budget), f"{out_dir}/{name}", dist=dist, splits=_splits(n_train),
+                      dtype=torch.float64)
     finally:
         tdist.destroy_process_group()
 
@@ -47,8 +50,9 @@ def test_two_ranks_take_the_same_step_as_one(tmp_path, monkeypatch):
     monkeypatch.setenv("ENGINE_CACHE", str(tmp_path / "cache"))
     # fork: the children inherit the imports (spawn would re-import torch, ase, ... in each)
     mp.start_processes(_worker, args=(2, str(tmp_path / "pg"), str(tmp_path / "ddp")), nprocs=2, start_method="fork")
-    for name, (model, n_train) in RUNS.items():
-        single = run_trial(_config(model), tmp_path / "single" / name, splits=_splits(n_train), dtype=torch.float64)
+    for name, (model, n_train, budget) in RUNS.items():
+        single = run_trial(_config(model, budget), tmp_path / "single" / name, splits=_splits(n_train),
+                           dtype=torch.float64)
         a = load_checkpoint(tmp_path / "single" / name / "checkpoint.pt")
         b = load_checkpoint(tmp_path / "ddp" / name / "checkpoint.pt")
         assert a["step"] == b["step"] == 1
@@ -58,5 +62,5 @@ def test_two_ranks_take_the_same_step_as_one(tmp_path, monkeypatch):
         assert history[1][M.VAL_LOSS] != history[0][M.VAL_LOSS]  # the step moved the weights
         for key in (M.VAL_LOSS, "train_loss", "val_forces_l2mae_mev_per_a", "train_stress_mae_mev_per_a3"):
             assert history[-1][key] == pytest.approx(single[key], rel=1e-9), (model, key)
-        if name == "fcn":  # cost linear in atoms and edges: the ranks' FLOPs add up to the single run's
+        if name in ("fcn", "fcn-budget"):  # cost linear in atoms and edges: the ranks' FLOPs add up to the single run's
             assert history[-1][M.FLOPS_CUM] == single[M.FLOPS_CUM]
