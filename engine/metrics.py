@@ -38,6 +38,9 @@ VAL_LOSS_UNANNEALED = "val_loss_unannealed"  # val_loss of the main run at the r
 # passes over the training subset so far: structures seen / train_size (fractional). At a rung: the main run's
 # structures plus this rung's own cooldown branch's, like flops_cum, so epochs_run · train_size pairs with it
 EPOCHS_RUN = "epochs_run"
+# last report: structures the test_* metrics were scored on (the test split capped at data.max_test; the cap is
+# the run's param data.max_test)
+TEST_STRUCTURES = "test_structures"
 BEST_EPOCH = "best_epoch"  # early stopping: the epoch whose weights the trial ended with
 DIVERGED_EPOCH = "diverged_epoch"  # only in the last report of a trial whose loss became NaN/inf
 STATUS_DIVERGED = "diverged"  # MLflow tag engine.status of such a trial (excluded from fits)

@@ -24,7 +24,7 @@ from engine.errors import DataError
 
 @dataclass
 class Splits:
-    """Train (nested ``train_size`` prefix of the pool), val (capped at ``max_val``) and test records.
+    """Train (nested ``train_size`` prefix of the pool), val (capped at ``max_val``) and test (``max_test``) records.
 
     ``pool_size`` is how many structures the training pool holds (the largest possible
     ``train_size``); ``source`` names where the data came from; ``skipped`` lists the
@@ -104,6 +104,7 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         test_fraction=cfg.test_fraction,
         train_size=cfg.train_size,
         max_val=cfg.max_val,
+        max_test=cfg.max_test,
     )
     return Splits(
         train=[records[k] for k in idx.train],
@@ -127,7 +128,8 @@ def _lazy_splits(cfg: DataConfig) -> Splits:
         raise DataError("data.skip_bad_records needs every record read up front; drop it with data.lazy (--lazy)")
     db = LazyAseDB(str(cfg.path), group_key=cfg.group_key)
     folder = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir()
-    idx = lazy_splits(db, cfg.val_fraction, cfg.test_fraction, cfg.train_size, max_val=cfg.max_val, cache_dir=folder)
+    idx = lazy_splits(db, cfg.val_fraction, cfg.test_fraction, cfg.train_size, max_val=cfg.max_val, cache_dir=folder,
+                      max_test=cfg.max_test)
     return Splits(
         train=LazySubset(db, idx.train, folder),  # type: ignore[arg-type]
         val=LazySubset(db, idx.val, folder),  # type: ignore[arg-type]

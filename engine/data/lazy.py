@@ -307,6 +307,7 @@ def lazy_splits(
     order_seed: int = 0,
     max_val: int | None = None,
     cache_dir: str | Path | None = None,
+    max_test: int | None = None,
 ) -> IndexSplits:
     """Hash splits by group, the rule of :func:`engine.data.splits.split_indices` (one function:
     :func:`~engine.data.splits.split_by_keys`), so the in-memory reader of the same files gives the same
@@ -323,6 +324,7 @@ def lazy_splits(
         train_size=train_size,
         max_val=max_val,
         order_seed=order_seed,
+        max_test=max_test,
     )
     return IndexSplits(train=parts.train, val=parts.val, test=parts.test, pool_size=parts.pool_size, pool=parts.pool)
 

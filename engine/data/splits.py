@@ -51,12 +51,14 @@ def split_indices(
     train_size: int | None = None,
     max_val: int | None = None,
     order_seed: int = 0,
+    max_test: int | None = None,
 ) -> SplitIndices:
     """Assign records to val/test by group hash and take a nested ``train_size`` prefix of the rest.
 
     ``train_size`` None or 0 takes the whole pool. ``max_val`` keeps the validation records with
     the smallest holdout hash: fixed for a given dataset whatever ``train_size`` is (adding
-    data can change which records pass the cap, never the uncapped set). ``order_seed`` reorders the pool (a
+    data can change which records pass the cap, never the uncapped set); ``max_test`` caps the test
+    records by the same rule. ``order_seed`` reorders the pool (a
     different nested chain); the held-out sets do not depend on it. The rule itself is
     :func:`split_by_keys` (shared with the lazy ``.aselmdb`` path, :mod:`engine.data.lazy`).
     """
@@ -68,6 +70,7 @@ def split_indices(
         train_size=train_size,
         max_val=max_val,
         order_seed=order_seed,
+        max_test=max_test,
     )
     return SplitIndices(
         train=parts.train.tolist(),
@@ -101,13 +104,14 @@ def split_by_keys(
     train_size: int | None = None,
     max_val: int | None = None,
     order_seed: int = 0,
+    max_test: int | None = None,
 ) -> KeySplits:
     """The split rule over structure ``k``'s group (``split_keys[k]``) and identity (``uids[k]``) alone.
 
     Group hash u below ``val_fraction`` → validation, below ``val_fraction + test_fraction`` → test, else
     the pool. Validation and test are ordered by (u, the uid's holdout hash, k), so frames of one group
-    share u and the ``max_val`` cap is still stable; the pool by (the uid's ``order_seed`` hash, k), and
-    ``train_size`` takes a prefix of it. Both sequences are read once in order (they may be lazy: the
+    share u and the ``max_val`` / ``max_test`` caps are still stable; the pool by (the uid's ``order_seed``
+    hash, k), and ``train_size`` takes a prefix of it. Both sequences are read once in order (they may be lazy: the
     uids of 10⁸ rows need never exist at once); memory is a few float64 arrays of their length.
     """
     if not 0.0 <= val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
@@ -138,6 +142,8 @@ def split_by_keys(
     n_held_out = len(val) + len(test)
     if max_val is not None and max_val >= 0:
         val = val[:max_val]
+    if max_test is not None and max_test >= 0:
+        test = test[:max_test]
     chosen = pool
     if train_size:
         if train_size > len(pool):

@@ -44,8 +44,9 @@ __all__ = [
 
 # Trial-config keys that may change between a run and its resume (they do not alter the result).
 RESUMABLE_CHANGES = frozenset({"device", "threads", "max_flops", "count_flops"})
-# how the data is read, not which: the lazy path gives the same splits, batches and graphs as the in-memory one
-RESUMABLE_DATA_KEYS = frozenset({"data.lazy", "data.num_workers", "data.prefetch_factor"})
+# how the data is read, not which: the lazy path gives the same splits, batches and graphs as the in-memory one;
+# data.max_test only picks what the trial's end scores (with the resumed config), and checkpoints before it lack it
+RESUMABLE_DATA_KEYS = frozenset({"data.lazy", "data.num_workers", "data.prefetch_factor", "data.max_test"})
 
 
 def rng_state() -> dict[str, Any]:

@@ -347,6 +347,8 @@ class _Trial:
         self.val_set = self._graph_set(val)
         test = getattr(splits, "test", None)
         self._test_records = test if self.lazy else list(test or [])
+        if config.data.max_test is not None and self._test_records is not None:  # load_splits caps it; hand-made too
+            self._test_records = self._test_records[: config.data.max_test]
         # epoch 0 has no running train average: score the untrained model on a train prefix instead
         n_probe = max(1, min(len(self.train_set), len(val) or 256))
         probe = self.train_set.records[:n_probe]
@@ -587,6 +589,7 @@ class _Trial:
         if self._test_records is not None and len(self._test_records):
             test_set = self._graph_set(self._test_records)
             out.update(self._evaluate_on(test_set, "test"))
+            out[M.TEST_STRUCTURES] = float(len(test_set))  # scored: the test split capped at data.max_test
         if self.config.probes.enabled and self.is_main:
             out.update(self._probe())
         return out

@@ -164,6 +164,11 @@ def test_lazy_and_in_memory_splits_are_identical(grouped, tmp_path, group_key):
         assert not trajs(eager.train) & trajs(eager.val) and not trajs(eager.val) & trajs(eager.test)
         assert [r.group for r in lazy.val] == [r.group for r in eager.val]
     close_environments()  # py-lmdb: one environment per file per process; the in-memory reader opens its own
+    capped_eager = load_splits(DataConfig(**{**common, "max_test": 2}), progress=False)
+    capped_lazy = load_splits(DataConfig(**{**common, "max_test": 2}, lazy=True), progress=False)
+    assert [lazy.train.db.uid(int(i)) for i in capped_lazy.test.indices] == [r.uid for r in eager.test][:2]
+    assert [r.uid for r in capped_eager.test] == [r.uid for r in eager.test][:2]
+    close_environments()
     small_eager = load_splits(DataConfig(**{**common, "train_size": 7}), progress=False)
     small_lazy = load_splits(DataConfig(**{**common, "train_size": 7}, lazy=True), progress=False)
     assert [r.uid for r in small_lazy.train] == [r.uid for r in small_eager.train] == [r.uid for r in eager.train][:7]

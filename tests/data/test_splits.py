@@ -60,6 +60,25 @@ def test_val_cap_is_a_stable_subset():
     assert split_indices(recs, 0.2, 0.0, train_size=10, max_val=50).val == capped
 
 
+def test_test_cap_is_a_stable_subset_and_the_config_default_caps_it():
+    """data.max_test: the test records with the smallest holdout hash, whatever the training-set size."""
+    from engine.config import DataConfig
+    from engine.errors import ConfigError
+
+    recs = _records(2000)
+    full = split_indices(recs, 0.0, 0.2).test
+    capped = split_indices(recs, 0.0, 0.2, max_test=30).test
+    assert len(capped) == 30 and capped == full[:30]
+    assert split_indices(recs, 0.0, 0.2, train_size=10, max_test=30).test == capped
+    assert split_indices(recs, 0.2, 0.2, max_test=30).val == split_indices(recs, 0.2, 0.2).val  # val untouched
+    assert DataConfig().max_test == 10_000 and DataConfig(max_test=None).max_test is None
+    for bad in (0, -5):
+        with pytest.raises(ConfigError, match=r"data\.max_test must be a positive number"):
+            DataConfig(max_test=bad)
+    with pytest.raises(ConfigError, match=r"data\.max_val must be a positive number"):
+        DataConfig(max_val=0)
+
+
 def test_errors():
     recs = _records(100)
     with pytest.raises(DataError, match=r"train_size 1000 exceeds the training pool of \d+ structures"):

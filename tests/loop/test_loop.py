@@ -139,3 +139,14 @@ def test_bf16_autocast_trains_a_conservative_model(tiny_splits, tmp_path):
     final = run_trial(_config("fcn", epochs=1, amp=True), tmp_path / "run", splits=tiny_splits)
     assert all(math.isfinite(final[k]) for k in (M.VAL_LOSS, "val_stress_mae_mev_per_a3", "train_loss"))
     assert final[M.FLOPS_CUM] > 0
+
+
+def test_the_test_split_is_capped_and_the_last_report_says_how_many_were_scored(tiny_splits, tmp_path):
+    from tests.loop.conftest import TinySplits
+
+    splits = TinySplits(train=tiny_splits.train[:16], val=tiny_splits.val, test=tiny_splits.train[16:])
+    capped = run_trial(_config(epochs=1, data=DataConfig(max_val=6, max_test=3)), tmp_path / "a", splits=splits)
+    whole = run_trial(_config(epochs=1, data=DataConfig(max_val=6, max_test=None)), tmp_path / "b", splits=splits)
+    assert capped[M.TEST_STRUCTURES] == 3.0 and whole[M.TEST_STRUCTURES] == 8.0
+    assert capped[M.split_key("test", M.LOSS)] != whole[M.split_key("test", M.LOSS)]
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["data"]["max_test"] == 3  # MLflow: data.max_test
