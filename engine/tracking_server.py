@@ -10,7 +10,7 @@ The backend store is a SQLite file, a folder (file store) or a database URI (``p
 ``mysql://``: several sweep drivers may write at once). Artifacts are served through the server
 (``mlflow-artifacts:/``, stored under ``artifact_root``: a folder, ``s3://`` or ``gs://``), so drivers and
 workers on other machines upload over HTTP. ``mlflow server`` starts helper processes that can
-outlive it (DESIGN.md, Ray note 10), so it runs with job execution disabled and one worker in its
+outlive it (docs/design.md, Ray note 10), so it runs with job execution disabled and one worker in its
 own process group, and the whole group is ended on stop.
 """
 

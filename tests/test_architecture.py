@@ -1,4 +1,4 @@
-"""The house rules DESIGN.md states, checked on the source: no import cycles, imports that flow one way,
+"""The house rules docs/design.md states, checked on the source: no import cycles, imports that flow one way,
 a loop without Ray or MLflow, thin CLIs.
 
 Every import counts, function-level ones included (they are cycles all the same, only hidden).

@@ -18,7 +18,7 @@ What is counted is the *executed matmul FLOPs* of forward + backward (not "model
 The overhead of both paths is measured by ``benchmarks/bench_train.py``.
 
 Attention: on CPU, ``scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu``,
-which the stock counter maps to 0 FLOPs (DESIGN.md, Ray note 8). We register the standard
+which the stock counter maps to 0 FLOPs (docs/design.md, Ray note 8). We register the standard
 formulas for it and its backward (QKᵀ and PV: 2·b·h·s_q·s_k·d each; backward recomputes the
 scores and forms dQ, dK, dV and dP: 5 such products), so attention counts however it is written.
 """

@@ -200,7 +200,7 @@ def init_ray(address: str | None, sweep_dir: Path) -> bool:
 
 def trial_resources(space: SearchSpace) -> dict[str, float]:
     """What Tune reserves for the trainable. A DDP trial's workers are reserved by its Train controller,
-    so the trainable itself asks for a sliver of CPU (0 is rejected, DESIGN.md Ray note 4)."""
+    so the trainable itself asks for a sliver of CPU (0 is rejected, docs/design.md Ray note 4)."""
     res = space.resources
     if res.workers > 1:
         return {"cpu": 0.01}

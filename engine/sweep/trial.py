@@ -8,7 +8,7 @@ or a whole node died (Tune's ``FailureConfig(max_failures)``) or a resumed sweep
 count where it stopped, on whichever node it lands.
 
 A one-worker trial calls :func:`engine.loop.loop.run_trial` inside the Tune trainable (a Ray Train
-controller costs ~15 s to start, DESIGN.md Ray note 3). A trial with ``workers > 1`` runs a
+controller costs ~15 s to start, docs/design.md Ray note 3). A trial with ``workers > 1`` runs a
 :class:`ray.train.torch.TorchTrainer` (gloo on CPU, NCCL on GPU) inside the function trainable,
 because Train V2 trainers cannot be passed to a Tuner (Ray note 1); workers report with
 ``ray.train.report`` and ``TuneReportCallback`` forwards rank 0's metrics to Tune.

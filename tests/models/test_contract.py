@@ -1,4 +1,4 @@
-"""The one contract every model family passes (DESIGN.md, "Model"), parametrized over CASES.
+"""The one contract every model family passes (docs/design.md, "Model"), parametrized over CASES.
 
 Checks: shapes, dtypes and units of the outputs; permutation (all families) and rotation /
 translation / periodic-image invariance (families that claim it — the plain transformer sees

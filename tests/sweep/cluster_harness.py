@@ -3,7 +3,7 @@
 - :func:`start_cluster`: a head with 0 CPUs (like cluster.yaml's) and worker nodes as separate
   raylets (``ray.cluster_utils.Cluster``), for DDP across nodes and node loss.
 - :func:`start_autoscaling_cluster`: ``ray start --head`` with ``cluster.local.yaml`` and Ray's fake
-  multi-node provider, which starts worker nodes on demand (DESIGN.md Ray note 11).
+  multi-node provider, which starts worker nodes on demand (docs/design.md Ray note 11).
 
 Both live in a private temporary folder with their own auth token; stopping one ends exactly the
 processes whose command line names that folder (never ``ray stop``, never a process name).
