@@ -6,6 +6,11 @@ et al. 2022, arXiv 2203.15556, who validate by extrapolation). The verdict uses 
 interval (the refit curve's bootstrap uncertainty plus the scatter of a measurement: seeds at a point,
 or the residuals with one seed per point, see :mod:`engine.fit.trust`); the curve's own interval is
 reported beside it but would call single-seed measurements misses far too often.
+
+A refit with fewer than 2 residual degrees of freedom (points − parameters) has a prediction interval so
+wide that it cannot fail (3 points for a 2-parameter law: [0.10, 11.05] around an observed 1.34): its
+``verdict`` is "not a test". Otherwise the check has "passed" (observed inside the prediction interval and the
+refit unflagged), "missed", or "refit flagged" (the refit's own flags, in ``fit_flags``, say not to trust it).
 """
 
 from __future__ import annotations
@@ -15,7 +20,19 @@ import math
 import numpy as np
 
 from engine.fit.fitlaw import DEFAULT_N_BOOT, fit_law
-from engine.fit.result import FitUnavailable, jsonable
+from engine.fit.result import LAWS, FitUnavailable, jsonable
+
+MIN_RESIDUAL_DOF = 2  # points − parameters of the refit, below which the check cannot fail
+NOT_A_TEST = "not a test"
+
+
+def check_verdict(residual_dof: int, inside: bool, refit_flags: list[str]) -> str:
+    """"not a test" (< 2 residual degrees of freedom), "missed", "refit flagged" or "passed"."""
+    if residual_dof < MIN_RESIDUAL_DOF:
+        return NOT_A_TEST
+    if not inside:
+        return "missed"
+    return "refit flagged" if refit_flags else "passed"
 
 
 def extrapolation_check(
@@ -34,7 +51,8 @@ def extrapolation_check(
     For the joint law pass x (n_runs, 2) and ``variables``: all runs at the largest N are held out and
     the prediction is compared at the largest (N, D) among them.
     Returns {law, variable, held_out, n_runs_held_out, observed, predicted, ci95 (curve), pi95 (prediction),
-    inside (observed within pi95), inside_ci95, scatter, rel_error, …} or {"not_available": why}.
+    inside (observed within pi95), inside_ci95, scatter, rel_error, residual_dof, verdict, fit_flags, …} or
+    {"not_available": why}.
     ``observed`` is the geometric mean over the runs (seeds) at that point.
     """
     y = np.asarray(y, dtype=float)
@@ -55,6 +73,8 @@ def extrapolation_check(
     n_obs = int(at.sum())
     plo, phi = fit.prediction_interval(x_new, n_obs=n_obs)
     observed = float(np.exp(np.mean(np.log(y[at]))))
+    inside = bool(plo[0] <= observed <= phi[0])
+    dof = fit.n_points - LAWS[law][0].n_params
     return jsonable(
         {
             "law": law,
@@ -67,11 +87,70 @@ def extrapolation_check(
             "predicted": pred,
             "ci95": [float(lo[0]), float(hi[0])],
             "pi95": [float(plo[0]), float(phi[0])],
-            "inside": bool(plo[0] <= observed <= phi[0]),
+            "inside": inside,
             "inside_ci95": bool(lo[0] <= observed <= hi[0]),
             "scatter": {"sigma_log": fit.scatter_log, "dof": fit.scatter_dof, "source": fit.scatter_source},
             "fit_flags": fit.flags,
+            "residual_dof": dof,
+            "verdict": check_verdict(dof, inside, fit.flags),
             "rel_error": pred / observed - 1.0,
             "params": fit.params,
         }
     )
+
+
+def frontier_extrapolation_check(flops: np.ndarray, loss: np.ndarray, size: np.ndarray) -> dict:
+    """The same check for the compute frontier's L(C) = α·C^−β: refit without the envelope points of the size
+    that holds the largest budget, predict the largest budget.
+
+    The envelope's points are seed means, one per (size, key), so the prediction interval is the refit's
+    least-squares-style interval in log space: t(dof)·σ·√(1 + h), σ the residual scatter of the refit, h the
+    leverage of the held-out log C (e.g. Weisberg 2005, *Applied Linear Regression*, §3.5).
+    Returns {held_out, n_points_held_out, n_points_fitted, observed, predicted, pi95, inside, residual_dof,
+    verdict, fit_flags, rel_error} or {"not_available": why}.
+    """
+    from scipy import stats
+
+    from engine.fit.multistart import fit_scaled_huber
+    from engine.fit.trust import fit_flags
+
+    flops, loss, size = (np.asarray(v) for v in (flops, loss, size))
+    if len(flops) == 0:
+        return {"not_available": "the frontier has no point"}
+    last = int(np.argmax(flops))
+    held = size == size[last]
+    law = LAWS["power"][0]
+    if (~held).sum() < law.n_params + 1:
+        return {"not_available": f"without the largest size on the frontier {int((~held).sum())} frontier points "
+                                 f"remain; L(C) needs ≥ {law.n_params + 1}"}
+    logx, logy = np.log(flops[~held].astype(float))[:, None], np.log(loss[~held].astype(float))
+    ms = fit_scaled_huber(law, logx, logy)
+    resid = law.predict_log(ms.theta, logx) - logy
+    dof = len(logy) - law.n_params
+    x0 = math.log(float(flops[last]))
+    pred = float(law.predict_log(ms.theta, np.array([[x0]]))[0])
+    if dof > 0:
+        sigma = math.sqrt(float(np.sum(resid**2)) / dof)
+        sxx = float(np.sum((logx[:, 0] - logx[:, 0].mean()) ** 2))
+        lev = 1.0 / len(logy) + ((x0 - logx[:, 0].mean()) ** 2 / sxx if sxx > 0 else math.inf)
+        half = float(stats.t.ppf(0.975, dof)) * sigma * math.sqrt(1.0 + lev)
+    else:
+        half = math.inf
+    observed = float(loss[last])
+    inside = bool(abs(math.log(observed) - pred) <= half)
+    flags = fit_flags(ms.converged, ms.n_starts, {})
+    return jsonable({
+        "law": "power",
+        "variable": "flops_cum",
+        "held_out": float(flops[last]),
+        "n_points_held_out": int(held.sum()),
+        "n_points_fitted": len(logy),
+        "observed": observed,
+        "predicted": math.exp(pred),
+        "pi95": [math.exp(pred - half), math.exp(pred + half)],
+        "inside": inside,
+        "residual_dof": dof,
+        "verdict": check_verdict(dof, inside, flags),
+        "fit_flags": flags,
+        "rel_error": math.exp(pred) / observed - 1.0,
+    })

@@ -1,7 +1,8 @@
 """The generic fit behind every law: runs in, a :class:`engine.fit.result.LawFit` with intervals and flags out.
 
 Every fit: seeds averaged per scale point (mean of log L, each point weighted by its number of runs),
-summed Huber(δ=1e-3) of log residuals, L-BFGS from the full grid of starts (see
+summed Huber of log residuals with δ set from the residuals' scale (1.345 × the robust σ of a least-squares
+pre-fit, :func:`engine.fit.multistart.fit_scaled_huber`), L-BFGS from the full grid of starts (see
 :mod:`engine.fit.multistart`), 95 % percentile intervals from a bootstrap over runs whose refits weight
 each point by its draw count. The result says whether its optimum converged and which parameters the
 runs do not identify (:mod:`engine.fit.trust`).
@@ -13,7 +14,7 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.fit.bootstrap import average_by_group, group_runs, percentile_ci, point_weights, resample_counts
-from engine.fit.multistart import fit_multistart, refit_many
+from engine.fit.multistart import fit_scaled_huber, refit_many
 from engine.fit.result import LAWS, FitUnavailable, LawFit, params_from_theta
 from engine.fit.trust import fit_flags, measurement_scatter, not_identified, unreliable_intervals
 
@@ -32,19 +33,20 @@ def _check_inputs(x: np.ndarray, y: np.ndarray, n_terms: int, what: str) -> tupl
 
 
 def bootstrap_thetas(
-    shape, logx: np.ndarray, logy_runs: np.ndarray, inverse: np.ndarray, counts: np.ndarray, starts: np.ndarray
+    shape, logx: np.ndarray, logy_runs: np.ndarray, inverse: np.ndarray, counts: np.ndarray, starts: np.ndarray,
+    delta: float,
 ) -> np.ndarray:
     """Refit each resample given by draw ``counts`` (B, n_runs); returns θ of the converged refits (b, P).
 
     A point's objective weight is the number of draws of its runs; a resample that leaves fewer points
-    than parameters cannot pin them down and is skipped.
+    than parameters cannot pin them down and is skipped. Every refit uses the full fit's Huber ``delta``.
     """
     G = len(logx)
     means, draws = average_by_group(logy_runs, inverse, G, counts)
     usable = (draws > 0).sum(axis=1) >= shape.n_params
     if not usable.any():
         return np.zeros((0, starts.shape[1]))
-    th, ok = refit_many(shape, logx, means[usable], point_weights(draws[usable]), starts)
+    th, ok = refit_many(shape, logx, means[usable], point_weights(draws[usable]), starts, delta=delta)
     return th[ok]
 
 
@@ -83,7 +85,7 @@ def fit_law(
     logy_runs = np.log(y)
     means, draws = average_by_group(logy_runs, inverse, G, np.ones((1, len(y))))
     logy, weights = means[0], point_weights(draws)[0]
-    ms = fit_multistart(shape, logx, logy, weights, top_k=top_k, maxiter=maxiter)
+    ms = fit_scaled_huber(shape, logx, logy, weights, top_k=top_k, maxiter=maxiter)
     resid = shape.predict_log(ms.theta, logx) - logy
     ss_tot = float(np.sum((logy - logy.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else float("nan")
@@ -91,7 +93,7 @@ def fit_law(
     boot = np.zeros((0, shape.n_params))
     if n_boot > 0:
         counts = resample_counts(len(y), n_boot, np.random.default_rng(seed))
-        boot = bootstrap_thetas(shape, logx, logy_runs, inverse, counts, ms.top_thetas)
+        boot = bootstrap_thetas(shape, logx, logy_runs, inverse, counts, ms.top_thetas, ms.delta)
     params = params_from_theta(law, ms.theta)
     samples = [params_from_theta(law, t) for t in boot]
     arrays = {k: np.array([s[k] for s in samples], dtype=float) for k in params}
@@ -103,7 +105,8 @@ def fit_law(
     pruned = top_k is not None and top_k < ms.n_grid
     grid_desc = f"best {ms.n_starts} of the grid by initial loss" if pruned else "full grid"
     method = (
-        f"sum of Huber(δ=1e-3) of log residuals, log-sum-exp form, L-BFGS from {ms.n_starts} starts "
+        f"sum of Huber(δ={ms.delta:.3g}) of log residuals (δ = 1.345 × σ̂ = {ms.scale_log:.3g}, the robust scale "
+        f"of a least-squares fit's residuals), log-sum-exp form, L-BFGS from {ms.n_starts} starts "
         f"({grid_desc} of {ms.n_grid}), optimum {'converged' if ms.converged else 'NOT converged'}; seeds averaged "
         f"per point, points weighted by runs; 95 % CI: percentile bootstrap over {len(y)} runs (draw counts as "
         f"weights), {len(boot)}/{n_boot} resamples converged (seed {seed})"
@@ -136,4 +139,5 @@ def fit_law(
         scatter_dof=dof,
         scatter_source=source,
         boot_theta=boot,
+        huber_delta=ms.delta,
     )

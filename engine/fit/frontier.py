@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.fit.bootstrap import percentile_ci
-from engine.fit.multistart import fit_multistart, refit_many
+from engine.fit.multistart import fit_scaled_huber, refit_many
 from engine.fit.result import LawFit, jsonable, params_from_theta
 from engine.fit.shape import LseLaw
 from engine.fit.trust import fit_flags, not_identified, unreliable_intervals
@@ -484,7 +484,7 @@ def fit_frontier(
         out["approach2"] = approach2(curves, np.zeros(0))
         return jsonable_frontier(out)
     logx = np.log(front["flops"])[:, None]
-    ms = fit_multistart(POWER, logx, np.log(front["loss"]))
+    ms = fit_scaled_huber(POWER, logx, np.log(front["loss"]))
     resid = POWER.predict_log(ms.theta, logx) - np.log(front["loss"])
     budgets = isoflop_budgets(curves, n_budgets)
     a1 = approach1(front, ladder=ladder)
@@ -527,7 +527,7 @@ def fit_frontier(
         for i, (c, y, d) in enumerate(fronts):
             lx[i, :, 0], ly[i] = c[0], y[0]  # padding: weight 0
             lx[i, : len(c), 0], ly[i, : len(c)], w[i, : len(c)] = c, y, d * len(c) / d.sum()
-        th, ok = refit_many(POWER, lx, ly, w, ms.top_thetas)
+        th, ok = refit_many(POWER, lx, ly, w, ms.top_thetas, delta=ms.delta)
         boot_theta = th[ok]
         every[np.asarray(drawn)[ok]] = th[ok]
     params = params_from_theta("power", ms.theta)
@@ -556,7 +556,8 @@ def fit_frontier(
         "r2_log": 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else float("nan"),
         "method": (
             f"lower envelope over sizes of seed-mean curves (mean log FLOPs and mean log L at each report key "
-            f"every seed of a size reached) from {len(curves)} curves; sum of Huber(δ=1e-3) of log residuals, "
+            f"every seed of a size reached) from {len(curves)} curves; sum of Huber(δ={ms.delta:.3g}) of log residuals "
+            f"(1.345 × the robust scale of a least-squares fit's residuals), "
             f"L-BFGS from the full grid ({ms.n_grid} starts), optimum "
             f"{'converged' if ms.converged else 'NOT converged'}; 95 % CI: {boot_txt}, {len(boot_theta)}/{n_boot} "
             f"resamples gave a frontier of ≥ 3 points (seed {seed}); the envelope holds points of {len(env)} "

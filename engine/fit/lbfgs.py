@@ -28,6 +28,7 @@ def batched_lbfgs(
     ftol: float = 1e-10,
     gtol: float = 1e-4,
     ftol_window: float = 1e-6,
+    delta: float = HUBER_DELTA,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """L-BFGS (Nocedal & Wright 2006, Alg. 7.4/7.5) on many independent problems in one numpy pass.
 
@@ -48,9 +49,9 @@ def batched_lbfgs(
         w = None if weights is None else (weights[idx] if np.ndim(weights) == 2 else weights)
         return lx, ly, w
 
-    f, g = batch_objective_and_grad(law, x, *data(slice(None)))
+    f, g = batch_objective_and_grad(law, x, *data(slice(None)), delta)
     # gradient tolerance relative to the largest gradient one point can give, δ per point
-    gabs = gtol * HUBER_DELTA * logy.shape[-1]
+    gabs = gtol * delta * logy.shape[-1]
     s_hist = np.zeros((memory, S, P))
     y_hist = np.zeros((memory, S, P))
     rho = np.zeros((memory, S))
@@ -113,7 +114,7 @@ def batched_lbfgs(
             if p.size == 0:
                 break
             xt = x[idx[p]] + step[p, None] * d[p]
-            ft, gt = batch_objective_and_grad(law, xt, *data(idx[p]))
+            ft, gt = batch_objective_and_grad(law, xt, *data(idx[p]), delta)
             ok = np.isfinite(ft) & (ft <= f[idx[p]] + 1e-4 * step[p] * slope[p])
             acc = p[ok]
             x_new[acc], f_new[acc], g_new[acc] = xt[ok], ft[ok], gt[ok]
@@ -151,18 +152,19 @@ def polish(
     logy: np.ndarray,
     weights: np.ndarray | None = None,
     maxiter: int = 2000,
+    delta: float = HUBER_DELTA,
 ) -> tuple[np.ndarray, float, bool]:
     """Finish one start with scipy's L-BFGS-B (analytic gradient); returns (θ, objective, converged)."""
     shift = logx.mean(axis=0)
     res = minimize(
         objective_and_grad,
         center(law, theta0, shift),
-        args=(law, logx - shift, logy, weights),
+        args=(law, logx - shift, logy, weights, delta),
         jac=True,
         method="L-BFGS-B",
         options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-10},
     )
-    # The Huber objective with δ=1e-3 is nearly piecewise linear: L-BFGS-B often ends on a
+    # A Huber objective with a small δ is nearly piecewise linear: L-BFGS-B often ends on a
     # line-search failure at a true minimum, so a small gradient also counts as converged.
-    ok = bool(res.success) or float(np.max(np.abs(res.jac))) < 1e-4 * max(1.0, len(logy))
+    ok = bool(res.success) or float(np.max(np.abs(res.jac))) < 0.1 * delta * max(1.0, len(logy))
     return uncenter(law, res.x, shift), float(res.fun), ok

@@ -4,7 +4,9 @@ Keeps the best converged optimum; when no start converges the best unconverged o
 ``converged=False``, and every caller must say so (fits.json ``converged``, the report's flags).
 ``top_k`` optionally prunes the grid to the k starts with the lowest initial objective (one
 vectorized pass); ``top_k=None`` refines every start. :func:`refit_many` refits many data sets
-(bootstrap resamples, leave-one-out) warm-started from the full fit's optima.
+(bootstrap resamples, leave-one-out) warm-started from the full fit's optima, with the full fit's δ.
+:func:`fit_scaled_huber` first fits least squares, sets the Huber δ from its residuals
+(:func:`engine.fit.huber.scale_delta`), then runs the multi-start fit with that δ.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.fit.huber import HUBER_DELTA, LEAST_SQUARES_DELTA, scale_delta
 from engine.fit.lbfgs import batched_lbfgs, polish
 from engine.fit.objective import objective
 from engine.fit.shape import LseLaw, center, uncenter
@@ -30,6 +33,8 @@ class MultiStartResult:
     n_converged: int
     n_at_optimum: int  # refined starts ending within 1e-4·|f*| of the best objective
     top_thetas: np.ndarray  # best few distinct converged optima, (m, P): warm starts for refits
+    delta: float = HUBER_DELTA  # the Huber δ the fit used (log units)
+    scale_log: float = float("nan")  # σ̂ of the least-squares residuals δ was set from (NaN: δ given)
 
 
 def fit_multistart(
@@ -41,6 +46,7 @@ def fit_multistart(
     top_k: int | None = None,
     n_polish: int = 3,
     maxiter: int = 500,
+    delta: float = HUBER_DELTA,
 ) -> MultiStartResult:
     """Minimize the summed Huber objective from every start; keep the best converged run.
 
@@ -54,10 +60,11 @@ def fit_multistart(
     grid = law.start_grid() if starts is None else np.atleast_2d(np.asarray(starts, dtype=float))
     n_grid = len(grid)
     if top_k is not None and top_k < n_grid:
-        f0 = objective(law, grid, logx, logy, weights)
+        f0 = objective(law, grid, logx, logy, weights, delta)
         grid = grid[np.argsort(np.where(np.isfinite(f0), f0, np.inf), kind="stable")[:top_k]]
     shift = logx.mean(axis=0)
-    xc, f, _g, conv = batched_lbfgs(law, center(law, grid, shift), logx - shift, logy, weights, maxiter=maxiter)
+    xc, f, _g, conv = batched_lbfgs(law, center(law, grid, shift), logx - shift, logy, weights, maxiter=maxiter,
+                                    delta=delta)
     x = uncenter(law, xc, shift)
     finite = np.isfinite(f) & np.all(np.isfinite(x), axis=1)
     if not finite.any():
@@ -69,7 +76,7 @@ def fit_multistart(
             candidates.append(x[i])
         if len(candidates) >= max(1, n_polish):
             break
-    polished = [polish(law, c, logx, logy, weights, maxiter=4 * maxiter) for c in candidates]
+    polished = [polish(law, c, logx, logy, weights, maxiter=4 * maxiter, delta=delta) for c in candidates]
     pool = [p for p in polished if p[2]] or polished
     theta, fbest, ok = min(pool, key=lambda p: p[1])
     at_opt = int(np.sum(f[finite] <= fbest + 1e-4 * abs(fbest) + 1e-12))
@@ -83,7 +90,36 @@ def fit_multistart(
         n_converged=int(conv.sum()),
         n_at_optimum=max(at_opt, 1),
         top_thetas=np.array(top[:3]),
+        delta=delta,
     )
+
+
+PRE_FIT_STARTS = 300  # starts of the least-squares pre-fit (best by initial loss): it only sets a scale
+
+
+def fit_scaled_huber(
+    law: LseLaw,
+    logx: np.ndarray,
+    logy: np.ndarray,
+    weights: np.ndarray | None = None,
+    top_k: int | None = None,
+    maxiter: int = 500,
+) -> MultiStartResult:
+    """Multi-start fit whose Huber δ is set relative to the residuals' scale.
+
+    A least-squares fit (Huber with δ beyond every residual, from the :data:`PRE_FIT_STARTS` best starts by
+    initial loss) gives residuals r; δ = 1.345·σ̂ with σ̂ their normalized median absolute value corrected
+    for the parameters (:func:`engine.fit.huber.scale_delta`); then :func:`fit_multistart` with that δ.
+    """
+    logy = np.asarray(logy, dtype=float)
+    logx = np.asarray(logx, dtype=float).reshape(len(logy), law.n_terms)
+    pre_k = PRE_FIT_STARTS if top_k is None else min(top_k, PRE_FIT_STARTS)
+    pre = fit_multistart(law, logx, logy, weights, top_k=pre_k, n_polish=1, maxiter=maxiter,
+                         delta=LEAST_SQUARES_DELTA)
+    delta, sigma = scale_delta(law.predict_log(pre.theta, logx) - logy, law.n_params)
+    ms = fit_multistart(law, logx, logy, weights, top_k=top_k, maxiter=maxiter, delta=delta)
+    ms.scale_log = sigma
+    return ms
 
 
 def refit_many(
@@ -93,6 +129,7 @@ def refit_many(
     weights: np.ndarray,
     starts: np.ndarray,
     maxiter: int = 150,
+    delta: float = HUBER_DELTA,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refit B data sets (logy, weights: (B, n)) from the same few starts (m, P), all in one batch.
 
@@ -110,7 +147,8 @@ def refit_many(
     theta0 = center(law, np.tile(starts, (B, 1)), shift)
     w = np.repeat(weights, m, axis=0)
     lx = np.repeat(logx, m, axis=0) if logx.ndim == 3 else logx
-    xc, f, _g, conv = batched_lbfgs(law, theta0, lx - shift, np.repeat(logy, m, axis=0), w, maxiter=maxiter)
+    xc, f, _g, conv = batched_lbfgs(law, theta0, lx - shift, np.repeat(logy, m, axis=0), w, maxiter=maxiter,
+                                    delta=delta)
     x = uncenter(law, xc, shift)
     f = np.where(np.isfinite(f) & np.all(np.isfinite(x), axis=1), f, np.inf).reshape(B, m)
     best = np.argmin(f, axis=1)

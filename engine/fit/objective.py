@@ -1,8 +1,8 @@
-"""The fit's objective: the SUM of Huber(δ=1e-3) losses of log residuals, with analytic gradients.
+"""The fit's objective: the SUM of Huber(δ) losses of log residuals, with analytic gradients.
 
 Besiroglu et al. 2024 (arXiv 2404.10102): summed, not averaged, or L-BFGS stops after a couple of
 iterations. ``weights`` multiply each point's loss; a bootstrap passes draw counts (a run drawn twice
-counts twice).
+counts twice). ``delta`` is the Huber threshold in log units (:func:`engine.fit.huber.scale_delta`).
 """
 
 from __future__ import annotations
@@ -15,25 +15,27 @@ from engine.fit.shape import LseLaw
 
 
 def objective(
-    law: LseLaw, theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, weights: np.ndarray | None = None
+    law: LseLaw, theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, weights: np.ndarray | None = None,
+    delta: float = HUBER_DELTA,
 ) -> np.ndarray:
     """Σ_i w_i · Huber(log L̂_i − log L_i) for one θ (P,) or a batch of θ (S, P)."""
     r = law.predict_log(theta, logx) - logy
-    h = huber(r, HUBER_DELTA)
+    h = huber(r, delta)
     if weights is not None:
         h = h * weights
     return h.sum(axis=-1)
 
 
 def objective_and_grad(
-    theta: np.ndarray, law: LseLaw, logx: np.ndarray, logy: np.ndarray, weights: np.ndarray | None
+    theta: np.ndarray, law: LseLaw, logx: np.ndarray, logy: np.ndarray, weights: np.ndarray | None,
+    delta: float = HUBER_DELTA,
 ) -> tuple[float, np.ndarray]:
     """Objective and its analytic gradient for one θ (the function scipy's L-BFGS calls)."""
     t = law.terms(theta, logx)  # (n, K[+1])
     pred = logsumexp(t, axis=-1)
     r = pred - logy
-    dh = huber_grad(r, HUBER_DELTA)
-    h = huber(r, HUBER_DELTA)
+    dh = huber_grad(r, delta)
+    h = huber(r, delta)
     if weights is not None:
         dh = dh * weights
         h = h * weights
@@ -48,7 +50,8 @@ def objective_and_grad(
 
 
 def batch_objective_and_grad(
-    law: LseLaw, theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, weights: np.ndarray | None
+    law: LseLaw, theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, weights: np.ndarray | None,
+    delta: float = HUBER_DELTA,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Objective (S,) and gradient (S, P) for S parameter vectors at once.
 
@@ -69,7 +72,7 @@ def batch_objective_and_grad(
     for e in exps[1:]:
         z = z + e
     r = tmax + np.log(z) - logy
-    dh = huber_grad(r, HUBER_DELTA)
+    dh = huber_grad(r, delta)
     h = dh * (r - 0.5 * dh)  # = huber(r): r²/2 inside ±δ, δ(|r| − δ/2) outside
     if weights is not None:
         dh = dh * weights

@@ -39,12 +39,14 @@ class AxisFit:
 
     @property
     def flags(self) -> list[str]:
-        """Reasons not to trust the chosen law (its own flags, then a missed extrapolation)."""
+        """Reasons not to trust the chosen law: its own flags, a missed extrapolation, then the flags of the
+        extrapolation's refit (without the largest scale), which pass through."""
         out = list(self.best.flags) if self.best else []
         ex = self.extrapolation or {}
         if ex.get("inside") is False:
             out.append("extrapolation check missed: the held-out largest scale lies outside the 95 % prediction "
                        "interval of the refit")
+        out += [f"extrapolation refit without the largest {self.variable}: {f}" for f in ex.get("fit_flags") or []]
         return out
 
     def to_dict(self) -> dict:

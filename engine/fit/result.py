@@ -80,6 +80,7 @@ class LawFit:
     scatter_log: float = float("nan")  # σ of one run's log L around the law (seeds, else residuals)
     scatter_dof: int = 0
     scatter_source: str = "residuals"  # seeds | residuals
+    huber_delta: float = 1e-3  # the Huber δ of the fit (log units); refits of its data use it too
     boot_theta: np.ndarray = field(default=None, repr=False)  # (B, P), not serialized
 
     @property

@@ -29,7 +29,7 @@ def loo_rmse_log(fit: LawFit, x: np.ndarray, y: np.ndarray) -> float | None:
     weights = (1.0 - np.eye(G)) * point_weights(draws)  # points weighted by runs, as in the full fit
     # every left-out point counts: scoring only the refits that met the convergence test would let a form
     # whose hard cases fail look better than it predicts (G refits are cheap, so allow more iterations)
-    theta, _ok = refit_many(shape, logx, logy, weights, np.array([fit.theta]), maxiter=1000)
+    theta, _ok = refit_many(shape, logx, logy, weights, np.array([fit.theta]), maxiter=1000, delta=fit.huber_delta)
     pred = shape.predict_log(theta, logx)  # (G, G)
     err = np.diag(pred) - logy[0]
     return float(np.sqrt(np.mean(err**2))) if np.all(np.isfinite(err)) else None

@@ -40,9 +40,10 @@ def one_curve_frontier() -> list[Curve]:
 
 def test_interval_covers_the_envelope_exponent_with_seeds_within_sizes():
     # the interval is for the exponent of the ladder's seed-mean envelope, which the noiseless grid gives: 12
-    # discrete sizes trace L*(C) ∝ C^−0.36 to 0.0015, a bias of the spacing that no bootstrap can see
+    # discrete sizes trace L*(C) ∝ C^−0.36 to 0.007 (the fit weighs the envelope's scallops by a Huber δ set
+    # from their scale; the nearly-L1 δ = 1e-3 gave 0.0015), a bias of the spacing that no bootstrap can see
     clean = fit_frontier(well_sampled(0, 0.0, 0.0), n_boot=0)["law"]["params"]["beta"]
-    assert abs(clean - BETA) < 0.005
+    assert abs(clean - BETA) < 0.01
     hits = 0
     for rep in range(10):
         out = fit_frontier(well_sampled(rep + 1, n_seeds=4), n_boot=100, seed=rep)

@@ -126,9 +126,11 @@ def test_bootstrap_weights_are_draw_counts():
     np.testing.assert_allclose(point_weights(draws), counts * 8 / 8)
     shape = LAWS["power"][0]
     full = fit_law("power", N, y, n_boot=0)
-    theta = bootstrap_thetas(shape, np.log(N)[:, None], np.log(y), np.arange(8), counts, np.array([full.theta]))
-    # the same as fitting the resample literally: run 0 twice (its point counts twice), run 3 absent
+    # the same as fitting the resample literally: run 0 twice (its point counts twice), run 3 absent (with the
+    # literal fit's Huber δ: a bootstrap refit keeps the δ of the fit it resamples)
     literal = fit_law("power", np.repeat(N, counts[0]), np.repeat(y, counts[0]), n_boot=0)
+    theta = bootstrap_thetas(shape, np.log(N)[:, None], np.log(y), np.arange(8), counts, np.array([full.theta]),
+                             literal.huber_delta)
     assert theta.shape == (1, 2)
     np.testing.assert_allclose(theta[0], literal.theta, atol=1e-4)
     once = fit_law("power", N[counts[0] > 0], y[counts[0] > 0], n_boot=0)  # drawn twice counted once
