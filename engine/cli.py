@@ -7,16 +7,20 @@ from collections.abc import Callable
 
 import yaml
 
-from engine.errors import ConfigError, UserError
+from engine.errors import PREEMPTED_EXIT_CODE, ConfigError, Preempted, UserError
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Call ``main(argv)``; a :class:`UserError` becomes one ``error:`` line and exit code 2."""
+    """Call ``main(argv)``; a :class:`UserError` becomes one ``error:`` line and exit code 2; a trial stopped by a
+    SIGTERM after saving (:class:`Preempted`) one ``preempted:`` line and exit code 75 (run it again to resume)."""
     try:
         code = main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -195,6 +195,26 @@ class BudgetConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """When a trial saves inside an epoch, besides every epoch's end and every rung (``engine.loop.preemption``).
+
+    ``every_steps`` optimizer steps and/or ``every_minutes`` of wall time since the last save (None: off). On a
+    GPU node one OMat24 epoch is most of a run, so the default saves every 30 minutes (about 1 % of a run's time
+    for a checkpoint of a few seconds) and has no step cadence. A SIGTERM saves at the next step boundary too.
+    The trial keeps one file, ``checkpoint.pt``, replaced atomically at every save.
+    """
+
+    every_steps: int | None = None
+    every_minutes: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        if self.every_steps is not None and self.every_steps < 1:
+            raise ConfigError(f"checkpoint.every_steps must be ≥ 1 optimizer steps or null, got {self.every_steps}")
+        if self.every_minutes is not None and not self.every_minutes > 0:
+            raise ConfigError(f"checkpoint.every_minutes must be > 0 or null, got {self.every_minutes}")
+
+
+@dataclass
 class TrialConfig:
     """Everything one training run needs; the unit the sweep schedules."""
 
@@ -207,6 +227,7 @@ class TrialConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)  # physical checks after training (opt-in)
     epochs: int = 10  # with budget.early_stop: the most epochs; with budget.steps: ignored (derived)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # step/time cadence inside epochs
     batch_size: int = 16  # structures per batch (global, across DDP ranks)
     max_atoms_per_batch: int = 1024  # atom budget per batch (global)
     # mixed precision (engine.loop.precision): false | bf16 | fp16 (+ GradScaler) | true = bf16 where the

@@ -29,3 +29,15 @@ class TrackingError(UserError):
 
 class ResourceError(UserError):
     """Not enough CPUs/GPUs for what a trial asks for."""
+
+
+# engine.train's exit status after a SIGTERM checkpoint (EX_TEMPFAIL of sysexits.h: try again, it resumes)
+PREEMPTED_EXIT_CODE = 75
+
+
+class Preempted(Exception):  # noqa: N818 (a state, not a failure: the run is saved and resumes)
+    """The trial got a SIGTERM, saved at the next step boundary and stopped; running it again resumes there.
+
+    Not a :class:`UserError`: ``engine.train`` exits with :data:`PREEMPTED_EXIT_CODE` (75), and
+    in a sweep the trial fails so that Tune's ``FailureConfig(max_failures)`` retries it from the checkpoint.
+    """

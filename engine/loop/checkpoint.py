@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 # Trial-config keys that may change between a run and its resume (they do not alter the result).
-RESUMABLE_CHANGES = frozenset({"device", "threads", "max_flops", "count_flops"})
+# (the checkpoint cadence only decides where a run may stop and resume)
+RESUMABLE_CHANGES = frozenset({"device", "threads", "max_flops", "count_flops", "checkpoint"})
 # how the data is read, not which: the lazy path gives the same splits, batches and graphs as the in-memory one;
 # data.max_test only picks what the trial's end scores (with the resumed config), and checkpoints before it lack it
 RESUMABLE_DATA_KEYS = frozenset({"data.lazy", "data.num_workers", "data.prefetch_factor", "data.max_test"})

@@ -40,6 +40,11 @@ class FlopTally:
             if own_group if own_group is not None else tdist.get_backend() != "gloo":
                 self._group = tdist.new_group(backend="gloo")  # every rank builds it, in the same order
 
+    @property
+    def group(self) -> Any:
+        """The gloo group host integers are summed over (None: the default group, or no process group)."""
+        return self._group
+
     def _sum(self, value: int) -> int:
         if not self._active:
             return int(value)

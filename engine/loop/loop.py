@@ -11,9 +11,11 @@ batch (sharded across ranks by atoms), then evaluate, checkpoint, report. A resu
 weights, optimizer, schedule, scaler, EMA, RNG streams (the model's own generators too: EquiformerV2's
 edge rolls) and the shuffle generator, so it continues exactly as an uninterrupted one; evaluation
 draws the model's generators from a fixed seed and puts the training state back (:func:`evaluate`).
-On the compute axis a trial also checkpoints at every rung, inside an epoch: the checkpoint then
-holds the shuffle generator's state at the epoch's start and the batches done, and the resumed run
-rebuilds the same batches, skips the done ones (unread) and finishes the epoch.
+Inside an epoch a trial also checkpoints at every rung (compute axis), every ``checkpoint.every_steps``
+steps or ``checkpoint.every_minutes`` minutes, and at the step after a SIGTERM, after which it stops
+with :class:`~engine.errors.Preempted` (:mod:`engine.loop.preemption`). Such a checkpoint holds the
+shuffle generator's state at the epoch's start and the batches done, and the resumed run rebuilds the
+same batches, skips the done ones (unread) and finishes the epoch.
 
 How long it trains is ``config.budget`` (:class:`~engine.config.BudgetConfig`): ``epochs``, a fixed
 number of optimizer ``steps`` (the schedule spans them), or ``early_stop`` (patience on the validation
@@ -49,7 +51,7 @@ from engine.config import TrialConfig
 from engine.data.graph import Batch, GraphDataset, GraphSpec, pack_batches
 from engine.data.lazy import LazyGraphDataset, LazySubset, batch_loader
 from engine.data.store import cached_graph_dataset
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, Preempted
 from engine.loop import checkpoint as ckpt_io
 from engine.loop import precision
 from engine.loop.cooldown import RungCooldowns
@@ -57,6 +59,7 @@ from engine.loop.ema import EMA
 from engine.loop.flop_tally import FlopTally
 from engine.loop.flops import FlopAccountant, FlopCounter, batch_features
 from engine.loop.loss import ErrorSums, error_metrics, error_sums, weighted_loss
+from engine.loop.preemption import CheckpointPolicy, SigtermWatch
 from engine.loop.sampler import shard_by_atoms
 from engine.loop.schedule import LRSchedule, trial_progress
 from models.base import Normalization, Potential
@@ -362,6 +365,9 @@ class _Trial:
         self.scheduler = LRSchedule(self.optimizer, config.optim, hold=self.rungs is not None)
         # DDP: the ranks' FLOPs are summed every step only when a budget or a rung reads them (engine.loop.flop_tally)
         self.flop_tally = FlopTally(self.dist, per_step=config.max_flops is not None or self.rungs is not None)
+        # saves inside an epoch: config.checkpoint's step/time cadence and a SIGTERM (engine.loop.preemption)
+        self.watch = SigtermWatch()
+        self.checkpoints = CheckpointPolicy(config.checkpoint, self.dist, self.flop_tally.group, self.watch)
         self.scheduler.set_progress(0.0)
         self.scaler = precision.make_grad_scaler(config.amp, self.device)  # fp16 only
         self.ema = EMA(self.model, config.optim.ema_decay) if config.optim.ema_decay else None
@@ -422,6 +428,8 @@ class _Trial:
         ckpt_io.atomic_write_text(self.run_dir / "metrics.jsonl", text)
 
     def save(self) -> None:
+        """Write ``run_dir/checkpoint.pt`` (rank 0; one file, replaced atomically: nothing older to prune)."""
+        self.checkpoints.mark_saved(self.step)
         if not self.is_main:
             return
         payload = {
@@ -532,8 +540,27 @@ class _Trial:
                 fh.write(json.dumps(row, sort_keys=True) + "\n")
         # a reporter with ``all_ranks = True`` (Ray Train's report is a barrier) is called on every rank
         if self.reporter is not None and (self.is_main or getattr(self.reporter, "all_ranks", False)):
-            self.reporter.report(dict(row, **{M.CHECKPOINT: str(self.checkpoint_path)}), str(self.run_dir))
+            in_steps, self.watch.in_steps = self.watch.in_steps, False  # a report may block (a paused trial)
+            try:
+                self.reporter.report(dict(row, **{M.CHECKPOINT: str(self.checkpoint_path)}), str(self.run_dir))
+            finally:
+                self.watch.in_steps = in_steps
         return row
+
+    def _save_in_epoch(self) -> None:
+        """A checkpoint at this step boundary without a report (config.checkpoint's cadence, or a SIGTERM: then the
+        trial stops here with :class:`Preempted`). The reporter's ``on_checkpoint(run_dir)``, if any, gets it (rank
+        0): remote storage uploads it."""
+        self.flops_cum += self.flop_tally.flush()  # a collective: every rank saves at the same step
+        self._clock()
+        self.save()
+        on_checkpoint = getattr(self.reporter, "on_checkpoint", None) if self.is_main else None
+        if on_checkpoint is not None:
+            on_checkpoint(str(self.run_dir))
+        if self.checkpoints.preempted:
+            self.watch.saved.set()
+            raise Preempted(f"SIGTERM: checkpoint saved at step {self.step} (epoch {self.epoch}); run the trial "
+                            f"again with the same run folder to resume from the next batch")
 
     def _budget_spent(self) -> bool:
         """The trial's training budget is used up (checked after every step and before every epoch)."""
@@ -663,6 +690,7 @@ class _Trial:
         # a resumed epoch reads only the batches it has not done (a lazy dataset never decodes the others)
         shards = [local_shard(self.train_set, idx, self.dist)[0] for idx in batches[start:]]
         stream = batch_stream(self.train_set, shards, cfg, self.dtype, self.device)
+        self.watch.in_steps = True
         try:
             for k, (idx, batch) in enumerate(zip(batches[start:], stream, strict=True), start=start):
                 self.scheduler.set_progress(self._schedule_progress(k, len(batches)))
@@ -685,7 +713,10 @@ class _Trial:
                     self.rungs.after_step(self)  # a rung checkpoints this position, then reports
                 if self.finished or self._budget_spent():
                     break
+                if self.checkpoints.due(self.step):
+                    self._save_in_epoch()  # at the step's position: a resume takes the next batch
         finally:
+            self.watch.in_steps = False
             stream.close()  # stops DataLoader workers when the epoch ends early
         self.position = None  # from here on a checkpoint is an epoch end's
         if not self.diverged and not bool(torch.isfinite(epoch_sums).all()):
@@ -712,6 +743,10 @@ class _Trial:
         return self._record(metrics)
 
     def run(self) -> dict[str, Any]:
+        with self.watch:  # a SIGTERM from here on saves at the next step boundary, then stops (Preempted)
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
         if self.is_main:
