@@ -10,6 +10,10 @@ driver's completion marker) and ``ray/`` (Ray Tune's experiment state, ``RunConf
   systems, the same ones Ray's storage uses. A trial trains in a local scratch folder on its node,
   pulls the folder's files from storage when it starts (the resume point after a lost node or a
   killed driver) and pushes them after every checkpoint, before the result reaches the driver.
+  Files travel as streams in chunks of :data:`COPY_CHUNK_BYTES` (a checkpoint is never whole in
+  memory), and a push skips a file unchanged since this process last pushed or pulled it (same
+  inode, size and modification time: the loop replaces its checkpoint by a rename at every save), so
+  each checkpoint is uploaded once however many reports follow it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from engine.errors import ConfigError
 
 TRIAL_FILES = ("checkpoint.pt", "metrics.jsonl", "config.json", "attempts.json")
 PROBE_FILE = ".engine-storage-probe"
+COPY_CHUNK_BYTES = 8 << 20  # a push or pull holds at most this much of a file in memory
 
 
 def is_uri(location: str) -> bool:
@@ -48,6 +54,7 @@ class TrialStorage:
         else:
             self.fs = pafs.LocalFileSystem()
             self.root = str(Path(location).expanduser().resolve())
+        self._synced: dict[str, tuple[int, ...]] = {}  # storage path → signature of the local file last copied
 
     def __reduce__(self):  # travels to workers as its location; each process opens its own file system
         return (TrialStorage, (self.location,))
@@ -114,29 +121,72 @@ class TrialStorage:
             return []
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
+    def upload_file(self, src: str | Path, rel: str) -> None:
+        """Stream local file ``src`` into ``rel`` (chunks of :data:`COPY_CHUNK_BYTES`); replaced whole, as
+        :meth:`write_bytes` does."""
+        target = self.path(rel)
+        parent = target.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        with open(src, "rb") as fin:
+            if not self.remote:
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
+                with os.fdopen(fd, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, COPY_CHUNK_BYTES)
+                os.replace(tmp, target)
+                return
+            with self.fs.open_output_stream(target) as fout:  # an object store's upload appears whole on close
+                shutil.copyfileobj(fin, fout, COPY_CHUNK_BYTES)
+
+    def download_file(self, rel: str, dest: str | Path) -> bool:
+        """Stream ``rel`` into local file ``dest`` (via a temporary sibling and rename); False when absent."""
+        import pyarrow as pa
+
+        dest = Path(dest)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as fout, self.fs.open_input_stream(self.path(rel)) as fin:
+                while chunk := fin.read(COPY_CHUNK_BYTES):
+                    fout.write(chunk)
+        except (FileNotFoundError, pa.ArrowException, OSError):
+            Path(tmp).unlink(missing_ok=True)
+            return False
+        os.replace(tmp, dest)
+        return True
+
+    @staticmethod
+    def _signature(path: Path) -> tuple[int, ...]:
+        st = path.stat()
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
     # -- a trial's folder --------------------------------------------------------------
-    def push(self, trial_id: str, local_dir: str | Path, names: tuple[str, ...] = TRIAL_FILES) -> None:
-        """Copy a trial's files from its scratch folder into storage (no-op for a shared path)."""
+    def push(self, trial_id: str, local_dir: str | Path, names: tuple[str, ...] = TRIAL_FILES) -> list[str]:
+        """Copy a trial's files from its scratch folder into storage (no-op for a shared path), streaming each and
+        skipping those unchanged since this process last pushed or pulled them; returns the names uploaded."""
         if not self.remote:
-            return
+            return []
+        uploaded = []
         for name in names:
             src = Path(local_dir) / name
-            if src.is_file():
-                self.write_bytes(f"trials/{trial_id}/{name}", src.read_bytes())
+            if not src.is_file():
+                continue
+            rel, signature = f"trials/{trial_id}/{name}", self._signature(src)
+            if self._synced.get(self.path(rel)) == signature:
+                continue
+            self.upload_file(src, rel)
+            self._synced[self.path(rel)] = signature
+            uploaded.append(name)
+        return uploaded
 
     def pull(self, trial_id: str, local_dir: str | Path, names: tuple[str, ...] = TRIAL_FILES) -> None:
-        """Bring a trial's stored files into its scratch folder (no-op for a shared path)."""
+        """Bring a trial's stored files into its scratch folder (no-op for a shared path), streaming each."""
         if not self.remote:
             return
         local = Path(local_dir)
         local.mkdir(parents=True, exist_ok=True)
         for name in names:
-            data = self.read_bytes(f"trials/{trial_id}/{name}")
-            if data is not None:
-                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=local)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, local / name)
+            rel = f"trials/{trial_id}/{name}"
+            if self.download_file(rel, local / name):
+                self._synced[self.path(rel)] = self._signature(local / name)  # the stored copy is this file
 
     # -- the start-time check ----------------------------------------------------------
     def write_probe(self) -> str:

@@ -2,10 +2,12 @@
 
 The Tune config of a trial is ``{"trial": TrialSpec.to_dict() + storage + resources}``. Its state
 lives in the sweep's storage (:mod:`engine.sweep.storage`): a shared folder it trains in directly, or
-an object store it pulls from on start and pushes to after every checkpoint, before the result
-reaches the driver. The loop checkpoints every epoch and resumes from it, so a retry after a worker
-or a whole node died (Tune's ``FailureConfig(max_failures)``) or a resumed sweep continues the step
-count where it stopped, on whichever node it lands.
+an object store it pulls from on start and pushes to after every checkpoint (each one once, streamed),
+before the result reaches the driver. The loop checkpoints at every epoch's end and rung, every
+``checkpoint.every_minutes``/``every_steps`` inside an epoch, and at the step after a SIGTERM (a preempted
+node; :mod:`engine.loop.preemption`), and resumes from it at the next batch, so a retry after a worker or a
+whole node died (Tune's ``FailureConfig(max_failures)``; a SIGTERM's ``Preempted`` counts as a failure) or
+a resumed sweep continues the step count where it stopped, on whichever node it lands.
 
 A one-worker trial calls :func:`engine.loop.loop.run_trial` inside the Tune trainable (a Ray Train
 controller costs ~15 s to start, docs/design.md Ray note 3). A trial with ``workers > 1`` runs a
@@ -87,6 +89,11 @@ class TuneReporter:
             self.storage.push(self.trial_id, checkpoint_dir)
         tune.report({**metrics, **self.extra, **_system(self.sampler)})
 
+    def on_checkpoint(self, run_dir: str) -> None:
+        """A checkpoint inside an epoch (no report follows): upload it now."""
+        if self.storage is not None:
+            self.storage.push(self.trial_id, run_dir)
+
 
 class TrainReporter:
     """The loop's Reporter inside a Ray Train worker: ``ray.train.report`` on every rank (it is a barrier)."""
@@ -106,6 +113,11 @@ class TrainReporter:
         if self.storage is not None and checkpoint_dir and ray.train.get_context().get_world_rank() == 0:
             self.storage.push(self.trial_id, checkpoint_dir)  # rank 0 writes the checkpoint
         ray.train.report({**metrics, **self.extra, **_system(self.sampler)})
+
+    def on_checkpoint(self, run_dir: str) -> None:
+        """A checkpoint inside an epoch (the loop calls this on rank 0, which writes it): upload it now."""
+        if self.storage is not None:
+            self.storage.push(self.trial_id, run_dir)
 
 
 def _system(sampler: SystemSampler | None) -> dict[str, float]:
