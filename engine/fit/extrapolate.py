@@ -18,9 +18,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 from engine.fit.fitlaw import DEFAULT_N_BOOT, fit_law
+from engine.fit.multistart import fit_scaled_huber
 from engine.fit.result import LAWS, FitUnavailable, jsonable
+from engine.fit.trust import fit_flags
 
 MIN_RESIDUAL_DOF = 2  # points − parameters of the refit, below which the check cannot fail
 NOT_A_TEST = "not a test"
@@ -109,11 +112,6 @@ def frontier_extrapolation_check(flops: np.ndarray, loss: np.ndarray, size: np.n
     Returns {held_out, n_points_held_out, n_points_fitted, observed, predicted, pi95, inside, residual_dof,
     verdict, fit_flags, rel_error} or {"not_available": why}.
     """
-    from scipy import stats
-
-    from engine.fit.multistart import fit_scaled_huber
-    from engine.fit.trust import fit_flags
-
     flops, loss, size = (np.asarray(v) for v in (flops, loss, size))
     if len(flops) == 0:
         return {"not_available": "the frontier has no point"}

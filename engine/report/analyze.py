@@ -7,8 +7,9 @@
 - Diverged runs (tag ``engine.status = diverged``, metric ``diverged_epoch``) enter no fit and are
   listed with the epoch they diverged at; every trial is tabulated with its peak LR, batch size, epochs
   run, and the final validation and test value of each metric; the sweep's budget rule is stated.
-- Compute axis: when trials report FLOP rungs (``rung``, :mod:`engine.loop.cooldown`) the frontier uses
-  only those reports, whose ``val_*`` are annealed (cooldown-branch) losses.
+- Frontiers use annealed points only: when trials report FLOP rungs (``rung``, :mod:`engine.loop.cooldown`)
+  those reports, whose ``val_*`` are cooldown-branch losses; otherwise (params and data sweeps, cosine runs)
+  the final report of each run that trained to its end, never intermediate or early-stopped points.
 - An hpo sweep (``engine.tune``) gets no laws and no frontier: a table of its trials and the best value
   per size, with a warning when that value sits at the edge of the searched range (:mod:`engine.report.hpo`).
 """
@@ -22,12 +23,14 @@ import numpy as np
 import pandas as pd
 
 from engine import metrics as M
-from engine.fit.extrapolate import extrapolation_check
+from engine.fit.extrapolate import extrapolation_check, frontier_extrapolation_check
 from engine.fit.frontier import Curve, allocation_from_joint, fit_frontier
 from engine.fit.joint import fit_joint
 from engine.fit.powerlaw import AxisFit, fit_axis
 from engine.fit.result import FitUnavailable, LawFit, jsonable
+from engine.fit.verdict import grade, grade_joint
 from engine.report.collect import SweepData
+from engine.report.figures import baseline_lines
 
 DEFAULT_METRICS = [
     M.VAL_LOSS,
@@ -89,12 +92,22 @@ def final_values(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", M.N_PARAMS, M.TRAIN_SIZE, "seed", M.EPOCH, metric])
 
 
-def curves_of(frame: pd.DataFrame, metric: str) -> list[Curve]:
-    """Every run's (flops_cum, metric) curve: runs stopped early still trace the frontier, diverged runs do not.
+def _trained_to_end(g: pd.DataFrame) -> bool:
+    """Whether a run's rows say it trained to the end of its schedule (FINISHED, not stopped by a scheduler)."""
+    first = g.iloc[0]
+    engine_status = first["engine_status"] if isinstance(first["engine_status"], str) else "completed"
+    return first["status"] == "FINISHED" and engine_status != "stopped"
 
-    A run that reported FLOP rungs contributes only those reports (its annealed, cooldown-branch scores),
-    keyed by rung so that its seeds align rung by rung; otherwise reports are keyed by epoch. Samples seen
-    come from ``epochs_run`` (fractional passes) where logged, else from the epoch.
+
+def curves_of(frame: pd.DataFrame, metric: str) -> list[Curve]:
+    """Every run's annealed (flops_cum, metric) points, for the compute frontier; diverged runs give none.
+
+    Only points whose learning rate was annealed enter a frontier (Hoffmann et al. 2022, §3.1: an un-annealed
+    cosine point overstates the loss at that budget). A run that reported FLOP rungs contributes those reports
+    (cooldown-branch scores, keyed by rung so that its seeds align rung by rung); any other run contributes its
+    final report only, and only when it trained to the end of its schedule (a cosine run's last point; runs a
+    scheduler stopped early and intermediate reports are left out), keyed 0 so that a size's seeds align.
+    Samples seen come from ``epochs_run`` (fractional passes) where logged, else from the epoch.
     """
     out = []
     for run_id, g in frame[~is_diverged(frame)].groupby("run_id", sort=True):
@@ -104,6 +117,10 @@ def curves_of(frame: pd.DataFrame, metric: str) -> list[Curve]:
         if rungs:
             g = g[g[M.RUNG].notna()]
         g = g.dropna(subset=[metric, M.FLOPS_CUM]).sort_values([M.RUNG] if rungs else [M.EPOCH], kind="stable")
+        if not rungs:
+            if g.empty or not _trained_to_end(g):
+                continue
+            g = g.iloc[-1:]
         if g.empty:
             continue
         epoch = g[M.EPOCH].to_numpy(float)
@@ -111,7 +128,7 @@ def curves_of(frame: pd.DataFrame, metric: str) -> list[Curve]:
         out.append(Curve(str(run_id), float(g[M.N_PARAMS].iloc[0]), float(g[M.TRAIN_SIZE].iloc[0]),
                          g[M.FLOPS_CUM].to_numpy(float), g[metric].to_numpy(float), epoch,
                          epochs_run=g[M.EPOCHS_RUN].to_numpy(float) if M.EPOCHS_RUN in g else epoch,
-                         key=g[M.RUNG].to_numpy(float) if rungs else None,
+                         key=g[M.RUNG].to_numpy(float) if rungs else np.zeros(1),
                          seed=float(seed) if seed is not None and pd.notna(seed) else None))
     return out
 
@@ -167,6 +184,7 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
         out.summary = jsonable(summary)
         return out
     for metric in present:
+        bases = baseline_lines(data.baselines, metric)
         finals = final_values(frame, metric)
         summary["axis_fits"][metric] = {}
         out.axis_fits[metric], out.run_points[metric] = {}, {}
@@ -182,11 +200,14 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
             fit = fit_axis(x, y, variable=var, metric=metric, n_boot=n_boot, seed=seed)
             out.axis_fits[metric][var] = fit
             summary["axis_fits"][metric][var] = fit.to_dict()
+            summary["axis_fits"][metric][var]["verdict"] = jsonable(grade(
+                x, y, fit.best.to_dict() if fit.best else None, fit.extrapolation, bases, variable=var))
 
         curves = curves_of(frame, metric)
         out.curves[metric] = curves
         if curves:
             fr = fit_frontier(curves, n_boot=min(n_boot, 200), seed=seed)
+            _grade_frontier(fr, bases)
             out.frontiers[metric] = fr
             summary["frontier"][metric] = _frontier_summary(fr)
         else:
@@ -197,9 +218,12 @@ def analyze_sweep(data: SweepData, metrics: list[str] | None = None, n_boot: int
             jf = fit_joint(df[M.N_PARAMS], df[M.TRAIN_SIZE], df[metric], n_boot=min(n_boot, 200), seed=seed)
             out.joints[metric] = jf
             summary["joint"][metric] = jf.to_dict()
-            summary["joint"][metric]["extrapolation"] = extrapolation_check(
-                "joint", df[[M.N_PARAMS, M.TRAIN_SIZE]].to_numpy(float), df[metric].to_numpy(float), M.N_PARAMS,
-                n_boot=min(n_boot, 200), seed=seed, variables=[M.N_PARAMS, M.TRAIN_SIZE])
+            x2 = df[[M.N_PARAMS, M.TRAIN_SIZE]].to_numpy(float)
+            ex = extrapolation_check("joint", x2, df[metric].to_numpy(float), M.N_PARAMS, n_boot=min(n_boot, 200),
+                                     seed=seed, variables=[M.N_PARAMS, M.TRAIN_SIZE])
+            summary["joint"][metric]["extrapolation"] = ex
+            summary["joint"][metric]["verdict"] = jsonable(grade_joint(
+                x2, df[metric].to_numpy(float), jf.to_dict(), ex, bases, variables=(M.N_PARAMS, M.TRAIN_SIZE)))
         except FitUnavailable as exc:
             summary["joint"][metric] = {"not_available": str(exc)}
 
@@ -266,9 +290,13 @@ def diverged_list(frame: pd.DataFrame) -> list[dict]:
 
 
 def annealed_summary(frame: pd.DataFrame) -> dict:
-    """Whether the compute curves are annealed: rung reports, their LR at the end of the cooldown."""
+    """Which points the compute frontier uses: rung reports (annealed by a cooldown branch, with their LR at the
+    end of the cooldown), else the final report of each run that trained to its end (annealed by its schedule)."""
     if M.RUNG not in frame or not frame[M.RUNG].notna().any():
-        return {"rungs": False}
+        live = frame[~is_diverged(frame)]
+        ends = [bool(_trained_to_end(g)) for _, g in live.groupby("run_id", sort=False)]
+        return {"rungs": False, "final_points_only": True, "n_runs": int(sum(ends)),
+                "n_runs_left_out": len(ends) - int(sum(ends))}
     rungs = frame[frame[M.RUNG].notna()]
     out = {"rungs": True, "n_rung_reports": len(rungs), "n_runs": int(rungs["run_id"].nunique())}
     if M.LR_COOLDOWN_END in rungs and "peak_lr" in rungs:
@@ -276,6 +304,20 @@ def annealed_summary(frame: pd.DataFrame) -> dict:
         if len(ratio):
             out["max_lr_end_over_peak"] = float(ratio.max())
     return out
+
+
+def _grade_frontier(fr: dict, baselines: dict[str, float]) -> None:
+    """Add L(C)'s extrapolation check (``law.extrapolation``) and its verdict (``verdict``) to a frontier result."""
+    front, law = fr["frontier"], fr.get("law", {})
+    flops, loss = np.asarray(front["flops"], dtype=float), np.asarray(front["loss"], dtype=float)
+    if len(flops) == 0:
+        return
+    check = None
+    if "params" in law:
+        check = frontier_extrapolation_check(flops, loss, np.asarray(front["size"]))
+        law["extrapolation"] = check
+    fr["verdict"] = jsonable(grade(flops, loss, law if "params" in law else None, check, baselines,
+                                   n_seeds=np.asarray(front["n_seeds"]), variable="C"))
 
 
 def _frontier_summary(fr: dict) -> dict:
@@ -292,6 +334,7 @@ def _frontier_summary(fr: dict) -> dict:
             "law": law,
             "approach1": fr.get("approach1", {}),
             "approach2": a2,
+            **({"verdict": fr["verdict"]} if "verdict" in fr else {}),
         }
     )
 

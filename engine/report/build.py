@@ -18,6 +18,7 @@ from typing import TextIO
 from engine import metrics as M
 from engine.errors import UserError
 from engine.fit.result import jsonable
+from engine.fit.verdict import DEFINITIONS, ORDER
 from engine.paths import default_tracking_uri, reports_dir
 from engine.report import snapshot
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, analyze_sweep
@@ -127,6 +128,8 @@ def build_report(
         "sweeps": [an.summary for an in analyses],
         "figures": figures,
         "legends": legends,
+        # each fit's "verdict" has one of these labels (engine.fit.verdict), defined here once
+        "verdicts": {"order": list(ORDER), "definitions": DEFINITIONS},
     }
     several = len([an for an in analyses if "hpo" not in an.summary]) > 1
     if several:

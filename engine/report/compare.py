@@ -4,6 +4,8 @@
 forces, stress) one figure whose panels are the scale variables the sweeps cover (N, D, and the
 compute frontier C); in each panel every family's seed means, its chosen law, and the baselines as
 reference lines. A model family keeps one colour across its sweeps; each of its sweeps has its own marker.
+The comparison table gives one row per fit and sweep with its verdict (:mod:`engine.fit.verdict`): an exponent
+reads as a law only for a *law*; for a trend, plateau or at-baseline fit the estimate sits in its own column.
 The seed study's EquiformerV2 exponents (arXiv 2509.21811: 0.383 parameters,
 0.242 data, 0.339 compute) are printed for reference, and each family's local slope over the last
 decade it covers says whether it still improves or has plateaued.
@@ -23,7 +25,7 @@ from matplotlib.ticker import FuncFormatter
 from engine import metrics as M
 from engine.fit.frontier import frontier_band
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, fmt
-from engine.report.document import Block, _ci, _na
+from engine.report.document import Block, _na, exponent_cells
 from engine.report.figures import (
     COLORS,
     VARIABLE_LABELS,
@@ -181,48 +183,37 @@ def comparison_summary(analyses: list[SweepAnalysis]) -> dict:
     return out
 
 
-def _flagged(*fits: dict) -> str:
-    """A comparison cell's warning when the sweep's own section says not to read the fit as a law."""
-    return "; flagged, not a law (see the sweep's section)" if any(f.get("flags") for f in fits) else ""
-
-
-def _beta_cell(fit: dict, formula: str, *flagged_by: dict) -> str:
-    """A comparison cell for a fit's exponent: not identified, or its value with the interval unless the fit
-    marks that interval unreliable, then the warning when the sweep's section flags the fit."""
-    if "beta" in (fit.get("not_identified") or {}):
-        return f"β not identified by these runs{formula}"
-    beta = fmt(fit["params"]["beta"])
-    interval = ("(interval not reliable)" if "beta" in (fit.get("interval_unreliable") or {})
-                else _ci(fit["ci95"]["beta"]))
-    return f"β = {beta} {interval}{formula}" + _flagged(*flagged_by)
+def _verdict_row(fit_name: str, sweep: str, v: dict | None, na: str, seed: str) -> list[str]:
+    """A comparison row: the fit's verdict; an exponent as a law only for a *law*, else the estimate beside it."""
+    if not v:
+        return [fit_name, sweep, "—", "—", na or "—", "—", seed]
+    law, est = exponent_cells(v)
+    return [fit_name, sweep, f"**{v['label']}**", law, est, "; ".join(v.get("reasons") or []) or "—", seed]
 
 
 def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
-    """Exponents side by side with the seed study's, plateaus, and one figure per target."""
+    """Verdicts side by side (exponents printed as laws only for *law*), the seed study's exponents, plateaus, and
+    one figure per target."""
     names = [s["sweep"] for s in fits["sweeps"]]
     rows = []
     keys = sorted({(m, v) for s in fits["sweeps"] for m, bv in s["axis_fits"].items() for v in bv})
     for metric, var in keys:
-        row = [f"{metric} vs {var}"]
+        seed = str(SEED_EXPONENTS[var]) if metric == M.VAL_LOSS and var in SEED_EXPONENTS else "—"
         for s in fits["sweeps"]:
             f = s["axis_fits"].get(metric, {}).get(var, {})
-            if "fits" in f and f["chosen"]:
-                c = f["fits"][f["chosen"]]
-                row.append(_beta_cell(c, f" ({c['formula']})", f, c))
-            else:
-                row.append(_na(f) if "not_available" in f else "—")
-        row.append(str(SEED_EXPONENTS[var]) if metric == M.VAL_LOSS and var in SEED_EXPONENTS else "—")
-        rows.append(row)
+            na = _na(f) if "not_available" in f else ""
+            rows.append(_verdict_row(f"{metric} vs {var}", s["sweep"], f.get("verdict"), na, seed))
     for metric in sorted({m for s in fits["sweeps"] for m in s["frontier"]}):
-        row = [f"{metric} vs C (frontier)"]
+        seed = str(SEED_EXPONENTS[M.FLOPS_CUM]) if metric == M.VAL_LOSS else "—"
         for s in fits["sweeps"]:
-            law = s["frontier"].get(metric, {}).get("law", {})
-            row.append(_beta_cell(law, "", law) if "params" in law else "—")
-        row.append(str(SEED_EXPONENTS[M.FLOPS_CUM]) if metric == M.VAL_LOSS else "—")
-        rows.append(row)
+            fr = s["frontier"].get(metric, {})
+            na = _na(fr) if "not_available" in fr else _na(fr.get("law", {})) if "not_available" in fr.get(
+                "law", {}) else ""
+            rows.append(_verdict_row(f"{metric} vs C (frontier)", s["sweep"], fr.get("verdict"), na, seed))
     cmp = fits.get("comparison") or {}
     blocks = [Block("h2", "Comparison"),
-              Block("table", header=["fit", *names, "seed study (EquiformerV2)"], rows=rows),
+              Block("table", header=["fit", "sweep", "verdict", "law exponent [95 % CI]", "estimate (not a law)",
+                                     "why / what is missing for a law", "seed study (EquiformerV2)"], rows=rows),
               Block("p", f"Seed study exponents for reference ({SEED_SOURCE}): "
                          + ", ".join(f"{v} vs {k}" for k, v in SEED_EXPONENTS.items())
                          + "; their data and loss weights differ: compare exponents, not loss levels.")]

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine import metrics as M
+from engine.fit.extrapolate import MIN_RESIDUAL_DOF, NOT_A_TEST
 from engine.fit.trust import NOT_IDENTIFIED, UNRELIABLE
+from engine.fit.verdict import DEFINITIONS, LAW, ORDER
 from engine.report.analyze import fmt
 from engine.report.figures import metric_label
 
@@ -46,6 +48,42 @@ def _params_cell(fit: dict, flagged_below: bool = True) -> str:
     return "; ".join(cells)
 
 
+SYMBOLS = {"beta": "β", "a": "a", "b": "b"}
+VERDICT_HEADER = ["verdict", "law exponent [95 % CI]", "estimate (not a law)", "points / fewest seeds", "decades",
+                  "R² (log)", "extrapolation check", "why / what is missing for a law"]
+
+
+def verdict_definitions() -> Block:
+    """The four labels, defined once per report."""
+    return Block("p", "Verdicts (one per fit): " + "; ".join(f"*{k}*: {DEFINITIONS[k]}" for k in ORDER) + ".")
+
+
+def exponent_cells(v: dict) -> tuple[str, str]:
+    """(law exponent with its interval, estimate): only a *law* fills the first; the others the second."""
+    parts = []
+    for k, e in (v.get("estimate") or {}).items():
+        sym = SYMBOLS.get(k, k)
+        parts.append((f"{sym} = {fmt(e.get('value'))} {_ci(e.get('ci95'))}", f"{sym} ≈ {fmt(e.get('value'))}"))
+    if not parts:
+        return "—", "—"
+    if v["label"] == LAW:
+        return "; ".join(p[0] for p in parts), "—"
+    return "—", "; ".join(p[1] for p in parts)
+
+
+def verdict_cells(v: dict) -> list[str]:
+    """One verdict as the cells of :data:`VERDICT_HEADER`."""
+    law, est = exponent_cells(v)
+    dec = v.get("decades")
+    decades = (", ".join(f"{k} {fmt(d, 2)}" for k, d in dec.items()) if isinstance(dec, dict) else fmt(dec, 2))
+    return [f"**{v['label']}**", law, est, f"{v.get('n_points')} / {v.get('min_seeds')}", decades,
+            fmt(v.get("r2_log"), 3), v.get("check") or "—", "; ".join(v.get("reasons") or []) or "—"]
+
+
+def verdict_table(v: dict | None) -> list[Block]:
+    return [Block("table", header=VERDICT_HEADER, rows=[verdict_cells(v)])] if v else []
+
+
 def _flag_block(flags: list[str], what: str) -> list[Block]:
     if not flags:
         return []
@@ -64,6 +102,7 @@ def axis_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
             if "not_available" in fit:
                 blocks.append(Block("p", _na(fit)))
                 continue
+            blocks += verdict_table(fit.get("verdict"))
             rows = []
             for form, f in fit["fits"].items():
                 chosen = form == fit["chosen"]
@@ -90,17 +129,28 @@ def axis_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
     return blocks
 
 
+def _check_prefix(ex: dict) -> str:
+    """"Extrapolation check" with its verdict: "not a test" when the refit has < 2 residual degrees of freedom."""
+    v, dof = ex.get("verdict"), ex.get("residual_dof")
+    if v == NOT_A_TEST:
+        return (f"Extrapolation check, {NOT_A_TEST} (the refit has {dof} residual degree{'s' if dof != 1 else ''} of "
+                f"freedom; a check needs ≥ {MIN_RESIDUAL_DOF}, else its interval cannot miss)")
+    return f"Extrapolation check ({v})" if v else "Extrapolation check"
+
+
 def _extrapolation_text(ex: dict, var: str) -> str:
     verdict = "inside" if ex["inside"] else "OUTSIDE"
     sc = ex.get("scatter") or {}
     scatter = (f"the scatter of seeds at a point, σ(log L) = {fmt(sc.get('sigma_log'), 3)}"
                if sc.get("source") == "seeds" else
                f"the residual scatter, σ(log L) = {fmt(sc.get('sigma_log'), 3)} (one run per point)")
-    return (f"Extrapolation check: refit without the largest {var} ({fmt(ex['held_out'])}, "
+    flagged = ex.get("fit_flags") or []
+    refit = f" The refit's own flags: {'; '.join(flagged)}." if flagged else ""
+    return (f"{_check_prefix(ex)}: refit without the largest {var} ({fmt(ex['held_out'])}, "
             f"{ex['n_runs_held_out']} runs) on {ex['n_points_fitted']} points predicts {fmt(ex['predicted'])}, "
             f"95 % prediction interval {_ci(ex.get('pi95'))} (curve {_ci(ex['ci95'])} plus {scatter}); "
             f"observed {fmt(ex['observed'])} ({verdict} the prediction interval, relative error "
-            f"{fmt(ex['rel_error'], 3)}).")
+            f"{fmt(ex['rel_error'], 3)}).{refit}")
 
 
 def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
@@ -111,6 +161,7 @@ def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
             blocks.append(Block("p", _na(fr)))
             continue
         law = fr["law"]
+        blocks += verdict_table(fr.get("verdict"))
         if "not_available" in law:
             blocks.append(Block("p", f"L(C) {_na(law)}."))
         else:
@@ -124,17 +175,38 @@ def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
                                      "reached), not over single runs, whose envelope follows the luckiest seed."))
             blocks.append(Block("p", f"Method: {law['method']}."))
             blocks += _flag_block(law.get("flags") or [], "L(C)")
-        ann = summary.get("annealed") or {}
-        if ann.get("rungs"):
-            txt = (f"Annealed points only: {ann['n_rung_reports']} rung reports of {ann['n_runs']} runs, each scored "
-                   "after a cooldown branch (warmup–stable–decay, Hägele et al. 2024)")
-            if "max_lr_end_over_peak" in ann:
-                txt += f"; the LR at the end of every cooldown is ≤ {fmt(ann['max_lr_end_over_peak'], 3)} × peak"
-            blocks.append(Block("p", txt + "."))
+            ex = law.get("extrapolation") or {}
+            if "predicted" in ex:
+                blocks.append(Block("p", (
+                    f"{_check_prefix(ex)}: L(C) refit on the {ex['n_points_fitted']} frontier points below the size "
+                    f"that holds the largest budget ({ex['n_points_held_out']} points held out) predicts "
+                    f"{fmt(ex['predicted'])} at C = {fmt(ex['held_out'])}, 95 % prediction interval "
+                    f"{_ci(ex.get('pi95'))}; observed {fmt(ex['observed'])}.")))
+            elif "not_available" in ex:
+                blocks.append(Block("p", f"Extrapolation check of L(C) {_na(ex)}."))
+        blocks += annealed_blocks(summary.get("annealed") or {})
         for key, cap in ((f"frontier:{metric}", "frontier"), (f"isoflop:{metric}", "IsoFLOP profiles")):
             if key in figures:
                 blocks.append(Block("img", figures[key], header=[f"{cap}: {metric}"]))
     return blocks
+
+
+def annealed_blocks(ann: dict) -> list[Block]:
+    """Which points the frontier is built from: annealed ones only (rung reports, or final points)."""
+    if ann.get("rungs"):
+        txt = (f"Annealed points only: {ann['n_rung_reports']} rung reports of {ann['n_runs']} runs, each scored "
+               "after a cooldown branch (warmup–stable–decay, Hägele et al. 2024)")
+        if "max_lr_end_over_peak" in ann:
+            txt += f"; the LR at the end of every cooldown is ≤ {fmt(ann['max_lr_end_over_peak'], 3)} × peak"
+        return [Block("p", txt + ".")]
+    if ann.get("final_points_only"):
+        left = ann.get("n_runs_left_out") or 0
+        return [Block("p", (
+            f"Annealed points only: the final report of each of the {ann['n_runs']} runs that trained to the end of "
+            "their schedule (its learning rate annealed); intermediate reports of a run, whose learning rate was "
+            "not annealed, overstate the loss at their budget (Hoffmann et al. 2022) and are left out"
+            + (f", as are the {left} runs stopped before the end of their schedule" if left else "") + "."))]
+    return []
 
 
 def _exp_cell(d: dict, key: str) -> str:
@@ -173,22 +245,26 @@ def joint_blocks(summary: dict) -> list[Block]:
     rows, notes = [], []
     for metric, jf in summary["joint"].items():
         if "not_available" in jf:
-            rows.append([metric, _na(jf), "—", "—"])
+            rows.append([metric, "—", _na(jf), "—", "—", "—"])
             continue
-        rows.append([metric, _params_cell(jf), fmt(jf["r2_log"]), f"{jf['n_points']} / {jf['n_runs']}"])
+        v = jf.get("verdict") or {}
+        rows.append([metric, f"**{v['label']}**" if v else "—", _params_cell(jf), fmt(jf["r2_log"]),
+                     f"{jf['n_points']} / {jf['n_runs']}", "; ".join(v.get("reasons") or []) or "—"])
         if jf.get("flags"):
             notes += _flag_block(jf["flags"], f"the joint law of {metric}")
         ex = jf.get("extrapolation") or {}
         if "predicted" in ex:
             verdict = "inside" if ex["inside"] else "OUTSIDE"
+            check = _check_prefix(ex)
             notes.append(Block("p", (
-                f"{metric}: refit without the largest N predicts {fmt(ex['predicted'])}, 95 % prediction interval "
+                f"{metric}: {check[0].lower()}{check[1:]}: refit without the largest N predicts "
+                f"{fmt(ex['predicted'])}, 95 % prediction interval "
                 f"{_ci(ex.get('pi95'))} (curve {_ci(ex['ci95'])}) at (N, D) = ({fmt(ex['held_out'][0])}, "
                 f"{fmt(ex['held_out'][1])}); observed {fmt(ex['observed'])} ({verdict} the prediction interval).")))
         elif "not_available" in ex:
             notes.append(Block("p", f"{metric}: extrapolation check {_na(ex)}."))
-    return [Block("table", header=["metric", "L = E + A/N^a + B/D^b [95 % CI]", "R² (log)", "points / runs"],
-                  rows=rows), *notes]
+    return [Block("table", header=["metric", "verdict", "L = E + A/N^a + B/D^b (fit detail) [95 % CI]", "R² (log)",
+                                   "points / runs", "why / what is missing for a law"], rows=rows), *notes]
 
 
 def reference_blocks(summary: dict) -> list[Block]:
@@ -335,7 +411,7 @@ def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None
     ``extra`` blocks after its per-axis laws)."""
     title = "Scaling report: " + " vs ".join(s["sweep"] for s in fits["sweeps"])
     blocks = [Block("h1", title), Block("p", f"Generated {fits['generated_utc']} by `python -m engine.report`; "
-                                              "every number below is in fits.json.")]
+                                              "every number below is in fits.json."), verdict_definitions()]
     blocks += comparison or []
     for s in fits["sweeps"]:
         blocks += sweep_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items() if k.startswith(s["sweep"] + "|")},

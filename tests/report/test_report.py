@@ -74,7 +74,9 @@ def test_report_files_numbers_and_embedded_images(mlflow_store, tmp_path):
     law = s["frontier"]["val_loss"]["law"]
     assert f"beta = {fmt(law['params']['beta'])}" in md
     assert chosen["n_runs"] == 8  # the ASHA-stopped and the diverged run are left out of the per-axis fit …
-    assert s["frontier"]["val_loss"]["n_runs"] == 9  # … the stopped run's curve is on the frontier, not the diverged
+    # … nor on the frontier: only annealed points make it, the final points of the 8 runs that trained to the end
+    # of their schedule (before issue 23 the stopped run's un-annealed curve counted: 9)
+    assert s["frontier"]["val_loss"]["n_runs"] == 8
     # the synthetic sweep follows N^-0.35 on top of a data term: the fit finds a clear positive exponent
     assert 0.1 < chosen["params"]["beta"] < 0.6
     # joint law needs ≥ 3 data sizes: said so, no number
@@ -103,7 +105,8 @@ def test_two_sweeps_make_one_comparison_report(mlflow_store, tmp_path):
     assert code == 0
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert md.startswith("# Scaling report: params-tiny vs params-other")
-    assert "## Comparison" in md and "| fit | params-tiny | params-other | seed study (EquiformerV2) |" in md
+    assert "## Comparison" in md and ("| fit | sweep | verdict | law exponent [95 % CI] | estimate (not a law) | "
+                                      "why / what is missing for a law | seed study (EquiformerV2) |") in md
     assert (tmp_path / "cmp" / "compare_val_loss.png").is_file()
 
 
@@ -137,7 +140,7 @@ def test_protocol_diverged_baselines_and_test_metrics(mlflow_store, tmp_path):
            "epoch 3." in md
     for metric, by_var in s["axis_fits"].items():
         assert by_var["n_params"]["fits"]["power"]["n_runs"] == 8, metric  # 10 − stopped − diverged
-        assert s["frontier"][metric]["n_runs"] == 9, metric  # the diverged run's curve is not on the frontier
+        assert s["frontier"][metric]["n_runs"] == 8, metric  # annealed (final) points of runs that trained to the end
     # the budget rule with each trial's epochs, the LR each trial used
     assert "Budget rule: epochs=6. Epochs each trial ran (passes over its training subset): 3, 6" in md
     assert "Peak learning rate per size: p2000: 0.001;" in md
