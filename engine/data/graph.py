@@ -227,7 +227,10 @@ def pack_batches(
     sizes: np.ndarray, max_structures: int, max_atoms: int, order: np.ndarray | None = None
 ) -> list[list[int]]:
     """Greedy packing of structure indices (in ``order``) into batches bounded by both
-    a structure count and an atom budget. A structure larger than ``max_atoms`` gets a batch alone."""
+    a structure count and an atom budget. A structure larger than ``max_atoms`` gets a batch alone.
+
+    The reference definition, as Python lists over every structure; the loop packs an epoch with
+    :class:`EpochBatches` (the same batches, numpy, each made when asked for)."""
     order = np.arange(len(sizes)) if order is None else order
     batches: list[list[int]] = []
     current: list[int] = []
@@ -244,6 +247,75 @@ def pack_batches(
     return batches
 
 
+# positions of a permutation packed per numpy pass (bounds the packer's temporary arrays, not the result)
+PACK_CHUNK = 1 << 20
+
+
+def batch_bounds(
+    sizes: np.ndarray, max_structures: int, max_atoms: int, order: np.ndarray | None = None, chunk: int = PACK_CHUNK
+) -> np.ndarray:
+    """Where :func:`pack_batches`' batches start in ``order``, and ``len(order)`` last: the same greedy batches,
+    found with numpy (cumulative atoms and a binary search per position, ``chunk`` positions at a time) and one
+    Python step per batch, never per structure. A batch from position i ends at the first j where
+    ``j - i > max_structures`` or the atoms of ``order[i:j]`` pass ``max_atoms``, but holds at least one structure.
+    """
+    order = np.arange(len(sizes)) if order is None else np.asarray(order)
+    n = len(order)
+    chunk = max(int(chunk), 2 * int(max_structures) + 1)  # a batch always ends inside its chunk's first half
+    starts: list[np.ndarray] = []
+    p = 0
+    while p < n:
+        stop = min(n, p + chunk)
+        atoms = np.asarray(sizes)[order[p:stop]].astype(np.int64)
+        cum = np.concatenate([[0], np.cumsum(atoms)])  # cum[i]: atoms of the chunk's first i structures
+        here = np.arange(len(atoms))
+        # the batch from i ends at the last k with cum[k] - cum[i] ≤ max_atoms, capped by max_structures, ≥ i + 1
+        ends = np.searchsorted(cum, cum[:-1] + int(max_atoms), side="right") - 1
+        ends = np.maximum(np.minimum(ends, here + int(max_structures)), here + 1)
+        local, i = [], 0
+        while i < len(atoms):
+            e = int(ends[i])
+            if e >= len(atoms) and stop < n:
+                break  # this batch may take structures of the next chunk: start the next chunk here
+            local.append(i)
+            i = e
+        starts.append(p + np.asarray(local, dtype=np.int64))
+        p += i
+    return np.concatenate([*starts, np.array([n], dtype=np.int64)])
+
+
+class EpochBatches(Sequence[np.ndarray]):
+    """One epoch's global batches: :func:`pack_batches` of ``order`` (the same batches), held as the permutation
+    and its batch boundaries (numpy); each batch is a slice of ``order``, made when asked for (no Python list of
+    the epoch's indices). ``batches[k]`` is batch k (int64 array); ``batches[a:b]`` the batches a..b−1, lazily."""
+
+    def __init__(self, sizes: np.ndarray, max_structures: int, max_atoms: int, order: np.ndarray | None = None,
+                 *, _bounds: np.ndarray | None = None) -> None:
+        self.order = np.arange(len(sizes)) if order is None else np.asarray(order)
+        self.bounds = batch_bounds(sizes, max_structures, max_atoms, self.order) if _bounds is None else _bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            first, last, step = k.indices(len(self))
+            if step != 1:
+                raise ValueError("EpochBatches slices take every batch in a range")
+            view = EpochBatches.__new__(EpochBatches)
+            view.order, view.bounds = self.order, self.bounds[first : max(first, last) + 1]
+            return view
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return self.order[self.bounds[k] : self.bounds[k + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for a, b in zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist(), strict=True):
+            yield self.order[a:b]
+
+
 def iterate_batches(
     dataset: GraphDataset,
     max_structures: int,
@@ -257,5 +329,5 @@ def iterate_batches(
     if shuffle:
         assert generator is not None, "shuffle needs a generator"
         order = generator.permutation(len(dataset))
-    for idx in pack_batches(dataset.sizes(), max_structures, max_atoms, order):
+    for idx in EpochBatches(dataset.sizes(), max_structures, max_atoms, order):
         yield dataset.batch(idx, dtype=dtype)

@@ -402,6 +402,21 @@ class _Collate:
         return collate([r for r, _ in items], [g for _, g in items], dtype=self.dtype)
 
 
+class _IndexLists:
+    """A DataLoader's batch sampler over ``batches``: each one a list of ints when the loader reaches it (the loader
+    asks ``prefetch_factor`` batches per worker ahead, never the whole epoch)."""
+
+    def __init__(self, batches: Sequence[Sequence[int]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for b in self.batches:
+            yield [int(k) for k in b]
+
+
 def batch_loader(
     dataset: LazyGraphDataset,
     batches: Sequence[Sequence[int]],
@@ -410,7 +425,8 @@ def batch_loader(
     dtype: torch.dtype = torch.float32,
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader yielding one :class:`Batch` per entry of ``batches`` (e.g. from ``pack_batches``), in order.
+    """A DataLoader yielding one :class:`Batch` per entry of ``batches`` (e.g. ``EpochBatches``, any sized iterable of
+    index sequences, read as the loader goes), in order.
 
     Workers read records, build neighbor lists and collate while the training process steps;
     ``pin_memory`` (for a CUDA device) pins each batch (:meth:`Batch.pin_memory`) so its copy can overlap.
@@ -418,7 +434,7 @@ def batch_loader(
     kwargs = {"prefetch_factor": prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=[list(b) for b in batches],
+        batch_sampler=_IndexLists(batches),
         num_workers=num_workers,
         collate_fn=_Collate(dtype),
         pin_memory=pin_memory,

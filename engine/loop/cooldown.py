@@ -18,7 +18,9 @@ run is checkpointed and only then reported, so a trial paused or killed at a run
 point (mid-epoch) exactly; between rungs it checkpoints at epoch ends without reporting, so every
 reported point is annealed.
 
-The trial object is duck-typed (``engine.loop.loop._Trial``); this module does not import the loop.
+The trial object is duck-typed (``engine.loop.loop._Trial``); this module does not import the loop. A branch
+reads its batches as the main run does (``trial.feed``: packed by :class:`~engine.data.graph.EpochBatches`,
+read by DataLoader workers for a lazy dataset).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 
 from engine import metrics as M
 from engine.config import TrialConfig
-from engine.data.graph import pack_batches
+from engine.data.graph import EpochBatches
 from engine.errors import ConfigError
 from engine.loop import checkpoint as ckpt_io
 from engine.loop.loss import ErrorSums, error_metrics
@@ -203,22 +205,21 @@ class RungCooldowns:
         optim = self.config.optim
         start = trial.scheduler.factor
         rng = np.random.default_rng([int(self.config.seed), int(trial.step)])
-        sizes = trial.train_set.sizes()
         total: torch.Tensor | None = None
         flops = structures = 0
         lr = trial.scheduler.lr
         done = 0
         while done < n_steps:
             order = rng.permutation(len(trial.train_set))
-            for idx in pack_batches(sizes, self.config.batch_size, self.config.max_atoms_per_batch, order):
+            batches = EpochBatches(trial.train_sizes, self.config.batch_size, self.config.max_atoms_per_batch, order)
+            # the main run's data path (DataLoader workers for a lazy dataset), asked for the branch's batches only
+            for idx, batch in trial.feed(batches[: n_steps - done]):
                 done += 1
                 lr = trial.scheduler.set_factor(cooldown_factor(done / n_steps, optim.min_lr_factor,
                                                                 optim.cooldown_shape, start))
-                step_sums, step_flops = trial.train_batch(idx)
+                step_sums, step_flops = trial.train_batch(idx, batch)
                 total = step_sums if total is None else total + step_sums
                 flops += step_flops
                 structures += len(idx)
-                if done >= n_steps:
-                    break
         assert total is not None
         return total, flops, structures, lr

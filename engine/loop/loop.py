@@ -48,7 +48,7 @@ import models
 from engine import metrics as M
 from engine import paths
 from engine.config import TrialConfig
-from engine.data.graph import Batch, GraphDataset, GraphSpec, pack_batches
+from engine.data.graph import Batch, EpochBatches, GraphDataset, GraphSpec
 from engine.data.lazy import LazyGraphDataset, LazySubset, batch_loader
 from engine.data.store import cached_graph_dataset
 from engine.errors import ConfigError, DataError, Preempted
@@ -119,10 +119,11 @@ def _masked_copy(batch: Batch) -> Batch:
     )
 
 
-def local_shard(dataset: GraphDataset, indices: list[int], dist: DistContext | None) -> tuple[list[int], bool]:
+def local_shard(dataset: GraphDataset, indices: Sequence[int], dist: DistContext | None) -> tuple[list[int], bool]:
     """This rank's part of a global batch (atom-balanced), and whether it is a masked stand-in."""
+    indices = np.asarray(indices).tolist()
     if dist is None or not dist.active:
-        return list(indices), False
+        return indices, False
     counts = getattr(dataset, "atom_counts", None)  # a lazy dataset knows them without reading records
     sizes = counts(indices) if counts is not None else [int(dataset.records[k].n_atoms) for k in indices]
     shards = shard_by_atoms(sizes, dist.world_size)
@@ -131,6 +132,22 @@ def local_shard(dataset: GraphDataset, indices: list[int], dist: DistContext | N
         return mine, False
     smallest = min(range(len(indices)), key=lambda p: (sizes[p], indices[p]))
     return [indices[smallest]], True
+
+
+class RankShards:
+    """This rank's part of each of ``batches`` (:func:`local_shard`), made when it is reached: what
+    :func:`batch_stream` (and a DataLoader's batch sampler) reads, never a list over the epoch."""
+
+    def __init__(self, dataset: GraphDataset | LazyGraphDataset, batches: Sequence[Sequence[int]],
+                 dist: DistContext | None) -> None:
+        self.dataset, self.batches, self.dist = dataset, batches, dist
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for idx in self.batches:
+            yield local_shard(self.dataset, idx, self.dist)[0]
 
 
 def batch_stream(
@@ -246,9 +263,9 @@ def evaluate(
     module.seed_generators(config.seed)
     try:
         if len(dataset):
-            shards = [local_shard(dataset, idx, dist) for idx in pack_batches(dataset.sizes(), config.batch_size,
-                                                                              config.max_atoms_per_batch)]
-            for batch in batch_stream(dataset, [mine for mine, dummy in shards if not dummy], config, dtype, device):
+            batches = EpochBatches(dataset.sizes(), config.batch_size, config.max_atoms_per_batch)
+            shards = [mine for mine, dummy in (local_shard(dataset, idx, dist) for idx in batches) if not dummy]
+            for batch in batch_stream(dataset, shards, config, dtype, device):
                 with torch.set_grad_enabled(need_grad), autocast_context(device, config.amp):
                     output = module(batch)
                 total += error_sums(output, batch).as_vector().cpu()
@@ -347,6 +364,7 @@ class _Trial:
         cache = config.data.cache_dir or str(paths.cache_dir())
         self._spec, self._cache = spec, cache
         self.train_set = self._graph_set(splits.train)
+        self.train_sizes = self.train_set.sizes()  # atoms per training structure (numpy), packed every epoch
         self.val_set = self._graph_set(val)
         test = getattr(splits, "test", None)
         self._test_records = test if self.lazy else list(test or [])
@@ -644,7 +662,18 @@ class _Trial:
         metrics[M.THROUGHPUT_ATOMS_S] = 0.0
         self._record(metrics)
 
-    def train_batch(self, idx: list[int], prepared: Batch | None = None) -> tuple[torch.Tensor, int]:
+    def feed(self, batches: EpochBatches) -> Iterator[tuple[np.ndarray, Batch]]:
+        """Each global batch of ``batches`` with this rank's shard of it on the device (:func:`batch_stream`: the
+        DataLoader workers of a lazy dataset); the main run's epochs and the rung cooldowns both train from here.
+        Closing it (or leaving the loop early) stops the workers."""
+        stream = batch_stream(self.train_set, RankShards(self.train_set, batches, self.dist), self.config,
+                              self.dtype, self.device)
+        try:
+            yield from zip(batches, stream, strict=True)
+        finally:
+            stream.close()
+
+    def train_batch(self, idx: Sequence[int], prepared: Batch | None = None) -> tuple[torch.Tensor, int]:
         """One optimizer step on global batch ``idx`` (this rank's shard, or ``prepared``: that shard already on the
         device, from :func:`batch_stream`): its global error-sum vector, left on the device (no host sync), and the
         FLOPs to add to ``flops_cum`` now: all ranks' (summed on the host, :class:`FlopTally`), or under DDP without
@@ -674,8 +703,8 @@ class _Trial:
         resumed = self._resume_position is not None
         pos = self.position = self._start_epoch()
         order = self.generator.permutation(len(self.train_set))
-        sizes = self.train_set.sizes()
-        batches = pack_batches(sizes, cfg.batch_size, cfg.max_atoms_per_batch, order)
+        sizes = self.train_sizes
+        batches = EpochBatches(sizes, cfg.batch_size, cfg.max_atoms_per_batch, order)  # packed in numpy, sliced lazily
         on_batch = getattr(self.reporter, "on_batch", None) if self.is_main else None
         # error sums stay on the device; the host reads them once per report (epoch end). Divergence (a NaN/inf
         # loss stops the trial) reads one device flag: every step on CPU (free), every FINITE_CHECK_STEPS steps
@@ -688,11 +717,10 @@ class _Trial:
         if resumed and (self.finished or self._budget_spent()):
             start = len(batches)  # the uninterrupted run stopped training at that step
         # a resumed epoch reads only the batches it has not done (a lazy dataset never decodes the others)
-        shards = [local_shard(self.train_set, idx, self.dist)[0] for idx in batches[start:]]
-        stream = batch_stream(self.train_set, shards, cfg, self.dtype, self.device)
+        feed = self.feed(batches[start:])
         self.watch.in_steps = True
         try:
-            for k, (idx, batch) in enumerate(zip(batches[start:], stream, strict=True), start=start):
+            for k, (idx, batch) in enumerate(feed, start=start):
                 self.scheduler.set_progress(self._schedule_progress(k, len(batches)))
                 step_sums, flops = self.train_batch(idx, batch)
                 self.flops_cum += flops
@@ -717,7 +745,7 @@ class _Trial:
                     self._save_in_epoch()  # at the step's position: a resume takes the next batch
         finally:
             self.watch.in_steps = False
-            stream.close()  # stops DataLoader workers when the epoch ends early
+            feed.close()  # stops DataLoader workers when the epoch ends early
         self.position = None  # from here on a checkpoint is an epoch end's
         if not self.diverged and not bool(torch.isfinite(epoch_sums).all()):
             self.diverged = True  # a budget stop between two checks

@@ -9,7 +9,15 @@ import pytest
 from ase.build import bulk
 from ase.neighborlist import neighbor_list
 
-from engine.data.graph import GraphDataset, GraphSpec, edge_geometry, neighbor_graph, pack_batches
+from engine.data.graph import (
+    EpochBatches,
+    GraphDataset,
+    GraphSpec,
+    batch_bounds,
+    edge_geometry,
+    neighbor_graph,
+    pack_batches,
+)
 from engine.data.records import Record
 from engine.data.store import cached_graph_dataset, graph_cache_path, load_graphs
 
@@ -150,3 +158,21 @@ def test_corrupt_graph_cache_is_rebuilt(emt_cache, tmp_path):
     dataset = cached_graph_dataset(records[:5], spec, tmp_path)
     np.testing.assert_array_equal(dataset.graph(2).src, neighbor_graph(records[2], spec).src)
     assert load_graphs(path, 5) is not None  # rewritten
+
+
+@pytest.mark.parametrize(("max_structures", "max_atoms"), [(4, 64), (16, 1024), (1, 10), (200, 50), (7, 30)])
+def test_epoch_batches_are_pack_batches(max_structures, max_atoms):
+    """The loop's numpy packer gives the reference's batches for any permutation, across chunk edges too."""
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 5, 2_000):
+        sizes = rng.integers(1, 40, n)
+        order = rng.permutation(n)
+        want = pack_batches(sizes, max_structures, max_atoms, order)
+        for chunk in (1, 3, 17, 1 << 20):  # tiny chunks: batches that straddle a chunk's end start the next one
+            bounds = batch_bounds(sizes, max_structures, max_atoms, order, chunk=chunk)
+            assert [order[a:b].tolist() for a, b in itertools.pairwise(bounds)] == want
+        batches = EpochBatches(sizes, max_structures, max_atoms, order)
+        assert len(batches) == len(want) and [b.tolist() for b in batches] == want
+        assert [b.tolist() for b in batches[2:]] == want[2:] and len(batches[len(want):]) == 0
+        if want:
+            assert batches[-1].tolist() == want[-1]

@@ -166,3 +166,28 @@ def test_epoch_cap_before_the_last_budget_still_ends_annealed(tiny_splits, tmp_p
     last = rep.rows[-1]
     assert last[M.EPOCH] == 3 and last[M.RUNG] == 1.0 and last[M.LR_COOLDOWN_END] <= 1.5 * MIN_LR_FACTOR * LR
     assert last[M.RUNG_FLOPS] == last[M.FLOPS_CUM] - last[M.COOLDOWN_FLOPS] < 1.0e9  # the budget it reached
+
+
+def test_a_branch_reads_its_batches_through_the_main_runs_data_path(tiny_splits, tmp_path, monkeypatch):
+    """Each cooldown asks batch_stream (DataLoader workers for a lazy dataset) for exactly its own steps' batches."""
+    import numpy as np
+
+    from engine.data.graph import EpochBatches
+    from engine.loop import loop as loop_mod
+
+    asked: list[list[list[int]]] = []
+    batch_stream = loop_mod.batch_stream
+
+    def spy(dataset, index_lists, *args):
+        asked.append([list(idx) for idx in index_lists])
+        return batch_stream(dataset, index_lists, *args)
+
+    monkeypatch.setattr(loop_mod, "batch_stream", spy)
+    rep = ListReporter()
+    run_trial(_config(RUNGS[:1]), tmp_path / "run", reporter=rep, splits=tiny_splits)
+    rung = rep.rows[-1]
+    n_steps = int(rung[M.COOLDOWN_STEPS])
+    rng = np.random.default_rng([3, int(rung[M.STEP])])  # the branch's own shuffle: (seed, main-run step)
+    sizes = np.array([r.n_atoms for r in tiny_splits.train])
+    want = [b.tolist() for b in EpochBatches(sizes, 4, 1024, rng.permutation(len(sizes)))][:n_steps]
+    assert want in asked

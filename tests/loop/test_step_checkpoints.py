@@ -156,3 +156,40 @@ def test_checkpoint_cadence_is_validated(bad):
 
 def test_the_default_cadence_is_half_an_hour_without_a_step_count():
     assert TrialConfig().checkpoint == CheckpointConfig(every_steps=None, every_minutes=30.0)
+
+
+def test_engine_train_saves_and_exits_75_on_sigterm_then_resumes(tmp_path):
+    """A real process: SIGTERM once its first epoch is reported (the engine's own metrics.jsonl), then rerun."""
+    import subprocess
+    import sys
+    import time
+
+    import ase.io
+
+    from engine.errors import PREEMPTED_EXIT_CODE
+    from tests.loop.conftest import emt_records
+
+    data = tmp_path / "tiny.extxyz"
+    ase.io.write(data, [r.to_atoms() for r in emt_records(24, seed=2)])
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "engine.train", "--data", str(data), "--model", "fcn", "--model-config", "hidden=8",
+           "num_rbf=4", "--epochs", "60", "--batch-size", "2", "--threads", "1", "--no-progress",
+           "--run-dir", str(run_dir)]
+    env = {**os.environ, "ENGINE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:  # epoch 1 is reported
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, err
+    assert "preempted: SIGTERM: checkpoint saved at step" in err
+    ck = load_checkpoint(run_dir / "checkpoint.pt")
+    assert not ck["finished"] and ck["epoch_position"] is not None and ck["epoch_position"]["batches_done"] >= 1
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    end = load_checkpoint(run_dir / "checkpoint.pt")
+    assert end["finished"] and end["epoch"] == 60 and end["step"] > ck["step"]
