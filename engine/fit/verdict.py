@@ -34,6 +34,7 @@ MIN_SEEDS = 2
 MIN_DECADES = 1.0
 MIN_R2_LOG = 0.9
 PLATEAU_SLOPE = 0.02  # |d log L / d log X| below this is flat in practice: 10× the scale buys < 5 %
+MIN_SLOPE_DOF = 2  # residual degrees of freedom a last-decade slope interval needs (as an extrapolation check)
 BASELINE_NOISE = 0.02  # least distance (log units, ≈ 2 %) below the best baseline that counts as beating it
 BASELINE_SIGMAS = 2.0  # … or this many σ of one run's log L, whichever is larger
 
@@ -44,8 +45,8 @@ DEFINITIONS = {
           f"{MIN_RESIDUAL_DOF} residual degrees of freedom that passes; only a law's exponent is printed as a law"),
     TREND: "the direction is resolved but the law is not identified; the verdict says what is missing",
     PLATEAU: (f"the slope of log L on log X over the last decade of X is indistinguishable from zero: its 95 % "
-              f"interval holds zero, or |slope| < {PLATEAU_SLOPE} (10× the scale buys < 5 %; also the rule where the "
-              "last decade has too few runs for an interval)"),
+              f"interval (from ≥ {MIN_SLOPE_DOF} residual degrees of freedom) holds zero, or |slope| < {PLATEAU_SLOPE} "
+              "(10× the scale buys < 5 %)"),
     AT_BASELINE: (f"the best measured seed mean is not below the best naive baseline of the sweep by more than the "
                   f"noise (max({BASELINE_SIGMAS:g}σ, {BASELINE_NOISE:g}) in log L, σ the scatter of one run)"),
 }
@@ -55,8 +56,9 @@ ORDER = (AT_BASELINE, PLATEAU, LAW, TREND)
 def last_decade_slope(x: np.ndarray, y: np.ndarray, n_seeds: np.ndarray | None = None) -> dict:
     """Least-squares slope of log y on log x over the runs with x ≥ max(x)/10, with its 95 % t interval.
 
-    Fewer than 2 distinct x there: the last two distinct x are used. The interval needs ≥ 1 residual degree of
-    freedom (rows − 2); without one ``ci95`` is None. With ``n_seeds`` the rows are seed means; ``n_runs``
+    Fewer than 2 distinct x there: the last two distinct x are used. The interval needs ≥ 2 residual degrees of
+    freedom (rows − 2; with 1, t(0.975) = 12.7 makes every slope "indistinguishable from zero"); without them
+    ``ci95`` is None. With ``n_seeds`` the rows are seed means; ``n_runs``
     counts the runs behind them.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -74,7 +76,7 @@ def last_decade_slope(x: np.ndarray, y: np.ndarray, n_seeds: np.ndarray | None =
     dof = len(lx) - 2
     sxx = float(np.sum((lx - lx.mean()) ** 2))
     ci = None
-    if dof >= 1 and sxx > 0:
+    if dof >= MIN_SLOPE_DOF and sxx > 0:
         s = math.sqrt(float(np.sum((ly - (slope * lx + intercept)) ** 2)) / dof)
         half = float(stats.t.ppf(0.975, dof)) * s / math.sqrt(sxx)
         ci = [float(slope - half), float(slope + half)]
@@ -154,7 +156,7 @@ def _support_missing(n_points: int, min_seeds: int, decades: list[tuple[str, flo
         if dec < MIN_DECADES:
             out.append(f"{name} spans {dec:.2g} decades (needs ≥ {MIN_DECADES:g})")
     if r2 is None or not math.isfinite(r2) or r2 < MIN_R2_LOG:
-        out.append(f"log-R² {'—' if r2 is None else f'{r2:.2g}'} (needs ≥ {MIN_R2_LOG})")
+        out.append(f"log-R² {'—' if r2 is None else f'{r2:.3g}'} (needs ≥ {MIN_R2_LOG})")
     return out
 
 

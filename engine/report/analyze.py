@@ -309,15 +309,13 @@ def annealed_summary(frame: pd.DataFrame) -> dict:
 def _grade_frontier(fr: dict, baselines: dict[str, float]) -> None:
     """Add L(C)'s extrapolation check (``law.extrapolation``) and its verdict (``verdict``) to a frontier result."""
     front, law = fr["frontier"], fr.get("law", {})
-    flops, loss = np.asarray(front["flops"], dtype=float), np.asarray(front["loss"], dtype=float)
-    if len(flops) == 0:
+    if "params" not in law:  # no L(C) to grade: the report says why it is not available
         return
-    check = None
-    if "params" in law:
-        check = frontier_extrapolation_check(flops, loss, np.asarray(front["size"]))
-        law["extrapolation"] = check
-    fr["verdict"] = jsonable(grade(flops, loss, law if "params" in law else None, check, baselines,
-                                   n_seeds=np.asarray(front["n_seeds"]), variable="C"))
+    flops, loss = np.asarray(front["flops"], dtype=float), np.asarray(front["loss"], dtype=float)
+    check = frontier_extrapolation_check(flops, loss, np.asarray(front["size"]))
+    law["extrapolation"] = check
+    fr["verdict"] = jsonable(grade(flops, loss, law, check, baselines, n_seeds=np.asarray(front["n_seeds"]),
+                                   variable="C"))
 
 
 def _frontier_summary(fr: dict) -> dict:

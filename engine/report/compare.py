@@ -200,13 +200,17 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
     for metric, var in keys:
         seed = str(SEED_EXPONENTS[var]) if metric == M.VAL_LOSS and var in SEED_EXPONENTS else "—"
         for s in fits["sweeps"]:
-            f = s["axis_fits"].get(metric, {}).get(var, {})
+            if var not in s["axis_fits"].get(metric, {}):
+                continue  # this sweep's axis has no such fit: no row
+            f = s["axis_fits"][metric][var]
             na = _na(f) if "not_available" in f else ""
             rows.append(_verdict_row(f"{metric} vs {var}", s["sweep"], f.get("verdict"), na, seed))
     for metric in sorted({m for s in fits["sweeps"] for m in s["frontier"]}):
         seed = str(SEED_EXPONENTS[M.FLOPS_CUM]) if metric == M.VAL_LOSS else "—"
         for s in fits["sweeps"]:
-            fr = s["frontier"].get(metric, {})
+            if metric not in s["frontier"]:
+                continue
+            fr = s["frontier"][metric]
             na = _na(fr) if "not_available" in fr else _na(fr.get("law", {})) if "not_available" in fr.get(
                 "law", {}) else ""
             rows.append(_verdict_row(f"{metric} vs C (frontier)", s["sweep"], fr.get("verdict"), na, seed))
