@@ -8,7 +8,10 @@ after the dataset was built opens its own; an inherited environment is never use
 ``fork``, as LMDB requires). Splits and nested training subsets are computed from indices and
 uids (``<file label>:<row id>``) with the same hashes as :mod:`engine.data.splits`, without
 reading a record (unless groups are keyed). Per-structure atom counts (needed to pack batches by
-an atom budget) are read once in a streaming pass and cached beside the files' fingerprint.
+an atom budget) are read once per dataset in a streaming pass and written next to the data
+(``<data folder>/.engine-index/``, keyed by the files' fingerprint; the cache folder when the data's is
+read-only), under a file lock so that concurrent builders (a sweep's driver, its trials, DDP ranks)
+build it once and every other process reads it.
 
 :class:`LazyGraphDataset` is a ``torch.utils.data.Dataset`` whose ``__getitem__`` returns a record
 and its neighbor graph, so the neighbor lists are built in the workers; :func:`batch_loader` wraps
@@ -23,6 +26,8 @@ and order. Not yet here: on-disk neighbor-list caches per structure (workers reb
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 from collections.abc import Sequence
@@ -42,15 +47,18 @@ def _lmdb_files(paths: str | Path | Sequence[str | Path]) -> tuple[list[Path], l
     """The files and their labels (uid prefixes), named as :func:`engine.data.readers.read_records` names them.
 
     A folder gives its files in sorted order, labelled by their path inside it; a file its own name.
-    Hidden files (a converter's partial shard) and LMDB lock files are skipped; another data file in a
-    folder is an error (the in-memory reader would read it, so the two paths would see different data).
+    Hidden files and folders (a converter's partial shard, :data:`INDEX_DIR`) and LMDB lock files are skipped;
+    another data file in a folder is an error (the in-memory reader would read it, so the two paths would see
+    different data).
     """
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files: list[Path] = []
     labels: list[str] = []
     for item in (Path(i).expanduser() for i in items):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
+            # hidden files and folders are skipped: a converter's partial shard, the index folder (INDEX_DIR)
+            found = sorted(p for p in item.rglob("*")
+                           if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts))
             found = [p for p in found if not p.name.endswith("-lock")]
             other = [p for p in found if not p.name.endswith(".aselmdb")]
             if other:
@@ -218,19 +226,49 @@ class LazyAseDB(Sequence[Record]):
         """Split group of every record (UTF-8 bytes), from :meth:`index`; None without a ``group_key``."""
         return self.index(cache_dir)[1]
 
-    def index(self, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(atoms per record, split groups or None) by one streaming pass over the rows, kept on this object and
-        cached as ``index-<fingerprint>[-<group key hash>].npz`` in ``cache_dir``."""
-        if self._index is not None:
-            return self._index
+    def index_paths(self, cache_dir: str | Path | None = None) -> list[Path]:
+        """Where the index file may be, in the order it is looked for: next to the data (``.engine-index/`` in the
+        files' common folder, which every node that reads the data sees), then ``cache_dir``."""
         tag = self.fingerprint()
         if self.group_key is not None:
             tag += "-" + hashlib.sha256(self.group_key.encode()).hexdigest()[:8]
-        path = Path(cache_dir) / f"index-{tag}.npz" if cache_dir is not None else None
-        if path is not None and path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                self._index = (z["sizes"], z.get("groups"))
+        home = Path(os.path.commonpath([str(p.resolve().parent) for p in self.files]))
+        found = [home / INDEX_DIR / f"index-{tag}.npz"]
+        if cache_dir is not None:
+            found.append(Path(cache_dir) / f"index-{tag}.npz")
+        return found
+
+    def index(self, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(atoms per record, split groups or None): read from the first of :meth:`index_paths` that exists, else
+        built by one streaming pass over the rows and written to the first writable one, under a lock there
+        (a process that waited for another's build reads its file). Kept on this object."""
+        if self._index is not None:
             return self._index
+        paths = self.index_paths(cache_dir)
+        for path in paths:
+            if path.is_file():
+                return self._load_index(path)
+        target = next((p for p in paths if _writable_dir(p.parent)), None)
+        if target is None:
+            self._index = self._build_index()
+            return self._index
+        with _file_lock(target.with_suffix(".lock")):
+            if target.is_file():  # another process built it while this one waited
+                return self._load_index(target)
+            sizes, group_array = self._index = self._build_index()
+            tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
+            arrays = {"sizes": sizes, **({"groups": group_array} if group_array is not None else {})}
+            np.savez(tmp, **arrays)
+            os.replace(tmp, target)
+        return self._index
+
+    def _load_index(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        with np.load(path, allow_pickle=False) as z:
+            self._index = (z["sizes"], z.get("groups"))
+        return self._index
+
+    def _build_index(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The one streaming pass: every row decoded once, for its atom count (and group)."""
         sizes = np.empty(len(self), dtype=np.int32)
         groups: list[bytes] | None = [] if self.group_key is not None else None
         for k, file in enumerate(self.files):
@@ -241,15 +279,30 @@ class LazyAseDB(Sequence[Record]):
                 if groups is not None:
                     groups.append(self._group(row, f"{self.labels[k]}:{row_id}").encode())
                 self.rows_read += 1
-        group_array = np.array(groups, dtype=np.bytes_) if groups is not None else None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-            arrays = {"sizes": sizes, **({"groups": group_array} if group_array is not None else {})}
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        self._index = (sizes, group_array)
-        return self._index
+        return sizes, (np.array(groups, dtype=np.bytes_) if groups is not None else None)
+
+
+INDEX_DIR = ".engine-index"  # next to the data: the per-dataset index files and their locks
+
+
+def _writable_dir(folder: Path) -> bool:
+    """``folder`` exists or can be made, and this process may create files in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive ``flock`` on ``path`` (created if missing), held for the block; other processes wait."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 class _Uids(Sequence[str]):

@@ -76,7 +76,8 @@ def read_records(
         raise DataError(f"dataset path {p} does not exist; check --data (or data.path), or omit it for the EMT default")
     result = ReadResult()
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not _ignored(f))
+        # hidden files and folders are not data (the lazy path's .engine-index/, a converter's partial shard)
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not _ignored(f) and not _hidden(f.relative_to(p)))
         if not files:
             raise DataError(f"dataset folder {p} holds no data files; point --data at a file or a folder of files")
         for f in files:
@@ -86,6 +87,10 @@ def read_records(
     if result.skipped:
         log.warning("skipped %d bad record(s) in %s (first: %s: %s)", len(result.skipped), p, *result.skipped[0])
     return result
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
 
 
 def _ignored(f: Path) -> bool:

@@ -14,6 +14,10 @@
 - The dataset as an MLflow input (:mod:`engine.sweep.datasets`): source, a digest of the structures
   the trials train and are scored on, and the split sizes, from the splits loaded here.
 
+- With ``data.lazy``, the dataset's index (atoms per record, split groups: one pass over every row,
+  :meth:`engine.data.lazy.LazyAseDB.index`), built here once and written next to the data under a
+  lock, so trials and DDP ranks on any node that reads the data read it instead of building their own.
+
 A resumed sweep reuses the saved files, so its trials keep the units they started in.
 """
 
@@ -76,6 +80,9 @@ def prepare_shared_data(configs: list[TrialConfig], sweep_dir: Path, stream: Tex
     sizes = [c.data.train_size for c in configs]
     largest = None if any(not n for n in sizes) else max(int(n) for n in sizes if n)
     splits = load_splits(dataclasses.replace(data, train_size=largest, normalization_file=None), progress=False)
+    index_sizes = getattr(splits.train, "sizes", None)  # a lazy split (data.lazy): build the dataset's index now
+    if index_sizes is not None:
+        index_sizes()
     # the largest training subset holds every smaller one (nested), so these uids are all a trial sees
     uids = [u for part in (splits.train, splits.val, splits.test) for u in _split_uids(part)]
     shared.dataset = describe(dataclasses.asdict(data), uids, splits.pool_size, len(splits.val), len(splits.test))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from engine.data.emt import generate_records
 from engine.data.graph import GraphDataset, GraphSpec
 from engine.data.lazy import (
+    INDEX_DIR,
     LazyAseDB,
     LazyGraphDataset,
     LazySubset,
@@ -55,16 +58,56 @@ def test_random_access_by_global_index(two_files):
         db[24]
 
 
-def test_sizes_are_cached_and_match(two_files, tmp_path):
+def test_sizes_are_cached_next_to_the_data_and_match(two_files, tmp_path):
     folder, records = two_files
+    shutil.rmtree(folder / INDEX_DIR, ignore_errors=True)  # another test of this module may have built it
     db = LazyAseDB(folder)
     sizes = db.sizes(cache_dir=tmp_path)
     np.testing.assert_array_equal(sizes, [r.n_atoms for r in records])
-    cached = list(tmp_path.glob("index-*.npz"))
-    assert len(cached) == 1
+    assert len(list((folder / INDEX_DIR).glob("index-*.npz"))) == 1  # next to the data, every node sees it
+    assert not list(tmp_path.glob("index-*.npz"))
     fresh = LazyAseDB(folder)
-    np.testing.assert_array_equal(fresh.sizes(cache_dir=tmp_path), sizes)
-    assert db.rows_read == 24 and fresh.rows_read == 0  # one streaming pass, then the cache
+    np.testing.assert_array_equal(fresh.sizes(cache_dir=tmp_path / "elsewhere"), sizes)  # any trial's cache folder
+    assert db.rows_read == 24 and fresh.rows_read == 0  # one streaming pass, then the file
+    assert len(LazyAseDB(folder)) == 24  # the index folder is not data
+
+
+def test_a_read_only_data_folder_keeps_the_index_in_the_cache(two_files, tmp_path, monkeypatch):
+    from engine.data import lazy as lazy_mod
+
+    folder, records = two_files
+    shutil.rmtree(folder / INDEX_DIR, ignore_errors=True)
+    writable = lazy_mod._writable_dir
+    monkeypatch.setattr(lazy_mod, "_writable_dir", lambda d: d.parent != folder and writable(d))
+    db = LazyAseDB(folder)
+    np.testing.assert_array_equal(db.sizes(cache_dir=tmp_path), [r.n_atoms for r in records])
+    assert len(list(tmp_path.glob("index-*.npz"))) == 1 and not (folder / INDEX_DIR).exists()
+    assert LazyAseDB(folder).sizes(cache_dir=tmp_path) is not None
+
+
+def _build_index(folder: str, cache: str, queue) -> None:
+    db = LazyAseDB(folder)
+    db.index(cache)
+    queue.put(db.rows_read)
+
+
+def test_concurrent_builders_read_the_rows_once(tmp_path):
+    """A driver, its trials and DDP ranks starting together: one builds under the lock, the others read its file."""
+    import multiprocessing as mp
+
+    records = generate_records(seed=12, size=30, progress=False)
+    folder = tmp_path / "data"
+    write_aselmdb(records, folder / "part-0.aselmdb")
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_build_index, args=(str(folder), str(tmp_path / f"cache{k}"), queue))
+             for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(queue.get(timeout=5) for _ in procs) == [0, 0, 30]
+    assert len(list((folder / INDEX_DIR).glob("index-*.npz"))) == 1
 
 
 def test_splits_by_index_read_no_record_and_nest(two_files):
