@@ -24,6 +24,7 @@ from engine.report import snapshot
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, analyze_sweep
 from engine.report.collect import collect_sweep
 from engine.report.compare import comparison_blocks, comparison_summary, panels_for, plot_target
+from engine.report.decision import decide_family, decision_blocks, pool_families
 from engine.report.document import document, to_markdown
 from engine.report.figures import baseline_lines, plot_axis, plot_frontier, plot_hpo, plot_isoflop
 from engine.report.html import to_html
@@ -131,13 +132,17 @@ def build_report(
         # each fit's "verdict" has one of these labels (engine.fit.verdict), defined here once
         "verdicts": {"order": list(ORDER), "definitions": DEFINITIONS},
     }
+    # first in the report: what the next compute buys, per model family (engine.report.decision)
+    decisions = [decide_family(f, n_boot=min(n_boot, 200), seed=seed) for f in pool_families(data)]
+    fits["decision"] = decisions
     several = len([an for an in analyses if "hpo" not in an.summary]) > 1
     if several:
         fits["comparison"] = jsonable(comparison_summary(analyses))
     (out / "fits.json").write_text(json.dumps(fits, indent=1, ensure_ascii=False, allow_nan=False))
     probes = {s["sweep"]: probe_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items()
                                           if k.startswith(s["sweep"] + "|")}) for s in fits["sweeps"]}
-    blocks = document(fits, figures, comparison_blocks(fits, figures) if several else None, extra=probes)
+    blocks = document(fits, figures, comparison_blocks(fits, figures) if several else None, extra=probes,
+                      decision=decision_blocks(decisions))
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(blocks, out))
     if log_to_mlflow:

@@ -51,6 +51,7 @@ class FamilyPoints:
     hardware: str = "this machine"
     gpus: float = 0.0
     excluded: dict[str, int] = field(default_factory=dict)  # why → runs left out
+    baselines: dict[str, float] = field(default_factory=dict)  # the sweeps' parent-run baseline_* metrics
 
 
 def family_name(frame: pd.DataFrame) -> str:
@@ -127,6 +128,8 @@ def pool_families(datas: list) -> list[FamilyPoints]:
         fam.frame = pd.concat([fam.frame, pts], ignore_index=True) if len(fam.frame) else pts
         for k, v in excluded.items():
             fam.excluded[k] = fam.excluded.get(k, 0) + v
+        for k, v in (data.baselines or {}).items():  # the lowest of a baseline over the family's sweeps
+            fam.baselines[k] = min(float(v), fam.baselines.get(k, math.inf))
         if fam.hardware != hardware:
             fam.hardware = "hours on the hardware each sweep ran on (they differ: compare with care)"
     return list(fams.values())
@@ -259,7 +262,11 @@ def next_runs(points: pd.DataFrame, fit: LawFit | None, why: str = "") -> list[s
 
 def decide_family(fam: FamilyPoints, baselines: dict[str, float] | None = None, n_boot: int = 200,
                   seed: int = 0) -> dict:
+    """``baselines``: name → value of the naive baselines of the validation loss (default: the family's own)."""
     """The decision for one family (module docstring), as a JSON-ready dict."""
+    if baselines is None:
+        baselines = {k[len("baseline_"):-len(M.VAL_LOSS) - 1]: v for k, v in fam.baselines.items()
+                     if k.startswith("baseline_") and k.endswith("_" + M.VAL_LOSS)}
     pts = fam.frame
     out: dict = {"family": fam.name, "sweeps": fam.sweeps, "n_points": len(pts), "excluded_runs": fam.excluded,
                  "hardware": fam.hardware}
@@ -322,6 +329,11 @@ def decide_family(fam: FamilyPoints, baselines: dict[str, float] | None = None, 
         out["target_laws"][m] = "identified" if identified else "not identified"
         if identified:
             targets[m] = tf
+    at_best = {}
+    for m, tf in targets.items():
+        mid, lo, hi = _predict(tf, np.array([float(best["n_params"])]), np.array([float(best["structures"])]))
+        at_best[m] = [float(mid[0]), float(lo[0]), float(hi[0])]
+    out["best"]["law"] = at_best  # the law at the measured point: how far its predictions sit from the data
     options = _options(fit, targets, best, cost, float(x[:, 0].max()), float(x[:, 1].max()))
     out["options"] = [o.__dict__ for o in options]
     out["next_runs"] = [] if verdict["label"] == LAW else next_runs(pts.loc[ok], fit)
@@ -347,61 +359,72 @@ def _answer(out: dict, options: list[Option], label: str) -> str:
     return text + "."
 
 
-def decision_markdown(decisions: list[dict]) -> list[str]:
-    """The section's Markdown lines (first in the report)."""
-    lines = ["## What the next compute buys", ""]
+def decision_blocks(decisions: list[dict]) -> list:
+    """The section's blocks (engine.report.document.Block), first in the report after its title."""
+    from engine.report.document import Block
+
+    blocks = [Block("h2", "What the next compute buys")]
     if not decisions:
-        return [*lines, "No sweep in this report has annealed points to decide from.", ""]
-    lines += ["Per model family, every sweep of it in this report pooled: annealed points only (compute-axis rungs, "
-              "each after its cooldown; the last report of runs trained to the end of their schedule), D = structures "
-              "seen (epochs run × training-set size, repeats counted), C = the FLOPs the engine counted. Predictions "
-              "at the best measured point; intervals are 95 % bootstrap intervals of the law.", ""]
+        return [*blocks, Block("p", "No sweep in this report has annealed points to decide from.")]
+    blocks.append(Block("p", "Per model family, every sweep of it in this report pooled: annealed points only "
+                             "(compute-axis rungs, each after its cooldown; the last report of runs trained to the end "
+                             "of their schedule), D = structures seen (epochs run × training-set size, repeats "
+                             "counted), C = the FLOPs the engine counted. Predictions at the best measured point; "
+                             "intervals are 95 % bootstrap intervals of the law."))
     for dec in decisions:
-        lines += [f"### {dec['family']} ({', '.join(dec['sweeps'])})", ""]
-        if "not_available" in dec.get("law", dec):
-            why = dec.get("law", dec).get("not_available")
-            lines += [f"No joint law: {why}. Next runs that would give one: {'; '.join(dec['next_runs'])}.", ""]
+        blocks.append(Block("h3", f"{dec['family']} ({', '.join(dec['sweeps'])})"))
+        law = dec.get("law", dec)
+        if "not_available" in law:
+            blocks.append(Block("p", f"No joint law: {law['not_available']}. The runs that would give one: "
+                                     f"{'; '.join(dec['next_runs'])}."))
             continue
         v = dec["verdict"]
-        p, ci = dec["law"]["params"], dec["law"]["ci95"]
-        law = ", ".join(f"{k} = {p[k]:.4g} [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if ci.get(k) and None not in ci[k]
-                        else f"{k} = {p[k]:.4g}" for k in ("E", "A", "a", "B", "b") if p.get(k) is not None)
-        lines += [f"**Answer.** {dec['answer']}", "",
-                  f"Verdict on L(N, D): **{v['label']}**" + (f" ({'; '.join(v['reasons'])})" if v["reasons"] else "")
-                  + f". {dec['law']['formula']}: {law} (log-R² {dec['law']['r2_log']:.3f}, {dec['n_points']} points "
-                  f"of {dec['n_runs']} runs).", ""]
+        p, ci = law["params"], law["ci95"]
+        cells = ", ".join(f"{k} = {p[k]:.4g} [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if ci.get(k) and None not in ci[k]
+                          else f"{k} = {p[k]:.4g}" for k in ("E", "A", "a", "B", "b") if p.get(k) is not None)
+        reasons = f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""
+        blocks += [Block("p", f"**Answer.** {dec['answer']}"),
+                   Block("p", f"Verdict on L(N, D): **{v['label']}**{reasons}. {law['formula']}: {cells} (log-R² "
+                              f"{law['r2_log']:.3f}, {dec['n_points']} points of {dec['n_runs']} runs).")]
         al = dec["allocation"]
 
-        def rng(v: list) -> str:
-            return f"{v[0]:.3g} [{v[1]:.3g}, {v[2]:.3g}]" if v[1] is not None else f"{v[0]:.3g}"
+        def rng(x: list) -> str:
+            return f"{x[0]:.3g} [{x[1]:.3g}, {x[2]:.3g}]" if x[1] is not None else f"{x[0]:.3g}"
 
-        lines += [f"Compute-optimal allocation: N_opt ∝ C^a with a = {rng(al['a'])}, D_opt ∝ C^b with b = "
-                  f"{rng(al['b'])} (γa + b = 1), for the FLOPs per structure the engine counted, ∝ N^γ with γ = "
-                  f"{al['gamma']:.3g}"
-                  + (" (one size: γ = 1 assumed)" if dec["cost"]["one_size"] else "") + ".", ""]
+        one = " (one size: γ = 1 assumed)" if dec["cost"]["one_size"] else ""
+        blocks.append(Block("p", f"Compute-optimal allocation: N_opt ∝ C^a with a = {rng(al['a'])}, D_opt ∝ C^b with "
+                                 f"b = {rng(al['b'])} (γa + b = 1), for the FLOPs per structure the engine counted, "
+                                 f"∝ N^γ with γ = {al['gamma']:.3g}{one}."))
         metrics = [m for m in TARGETS if any(m in o["loss"] for o in dec["options"])]
-        head = ["compute", "spent on", "N", "D seen", "FLOPs", dec["hardware"].split(" (")[0]]
-        head += [f"{TARGETS[m][0]}" + (f" ({TARGETS[m][1]})" if TARGETS[m][1] else "") for m in metrics]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        header = ["compute", "spent on", "N", "D seen", "FLOPs", "hours"]
+        header += [TARGETS[m][0] + (f" ({TARGETS[m][1]})" if TARGETS[m][1] else "") for m in metrics]
         b = dec["best"]
-        meas = [f"{b['measured'][m]:.4g}" if m in b["measured"] else "—" for m in metrics]
-        lines.append(f"| 1× (measured) | best run | {b['n_params']:.3g} | {b['structures']:.3g} | {b['flops']:.3g} | "
-                     "— | " + " | ".join(meas) + " |")
+        rows = [["1× (measured)", "best run", f"{b['n_params']:.3g}", f"{b['structures']:.3g}", f"{b['flops']:.3g}",
+                 "—", *[f"{b['measured'][m]:.4g}" if m in b["measured"] else "—" for m in metrics]]]
+        at = b.get("law") or {}
+        rows.append(["1× (the law)", "best run", f"{b['n_params']:.3g}", f"{b['structures']:.3g}", f"{b['flops']:.3g}",
+                     "—", *[f"{at[m][0]:.4g} [{at[m][1]:.3g}, {at[m][2]:.3g}]" if m in at else "not identified"
+                            for m in metrics]])
         for o in dec["options"]:
-            cells = []
-            for m in metrics:
-                v3 = o["loss"].get(m)
-                cells.append(f"{v3[0]:.4g} [{v3[1]:.3g}, {v3[2]:.3g}]" if v3 else "not identified")
+            vals = [f"{o['loss'][m][0]:.4g} [{o['loss'][m][1]:.3g}, {o['loss'][m][2]:.3g}]" if o["loss"].get(m)
+                    else "not identified" for m in metrics]
             hours = f"{o['hours']:.3g}" if o["hours"] is not None else "—"
-            mark = " †" if o["outside"] else ""
-            lines.append(f"| {o['factor']:g}× | {o['what']}{mark} | {o['n_params']:.3g} | {o['structures']:.3g} | "
-                         f"{o['flops']:.3g} | {hours} | " + " | ".join(cells) + " |")
-        lines += ["", f"Hours: {dec['hardware']}, from the trials' wall seconds per counted FLOP per size. † outside "
-                  "the measured range (an extrapolation of the law)."]
+            rows.append([f"{o['factor']:g}×", o["what"] + (" †" if o["outside"] else ""), f"{o['n_params']:.3g}",
+                         f"{o['structures']:.3g}", f"{o['flops']:.3g}", hours, *vals])
+        blocks += [Block("table", header=header, rows=rows),
+                   Block("p", f"Hours: {dec['hardware']}, from the trials' wall seconds per counted FLOP per size. "
+                              "† outside the measured range (an extrapolation of the law). A target whose own joint "
+                              "law is not identified reads \"not identified\".")]
         if dec["next_runs"]:
-            lines += ["", f"Not a law yet; the runs that would identify it: {'; '.join(dec['next_runs'])}."]
+            blocks.append(Block("p", f"Not a law yet; the runs that would identify it: {'; '.join(dec['next_runs'])}."))
         if dec["excluded_runs"]:
             left = ", ".join(f"{n} run(s) {why}" for why, n in dec["excluded_runs"].items())
-            lines += ["", f"Left out: {left}."]
-        lines.append("")
-    return lines
+            blocks.append(Block("p", f"Left out: {left}."))
+    return blocks
+
+
+def decision_markdown(decisions: list[dict]) -> str:
+    """The section as Markdown (what report.md holds)."""
+    from engine.report.document import to_markdown
+
+    return to_markdown(decision_blocks(decisions))

@@ -406,12 +406,15 @@ def hpo_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
 
 
 def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None = None,
-             extra: dict[str, list[Block]] | None = None) -> list[Block]:
-    """All blocks of a report: the ``comparison`` blocks first (several sweeps), then each sweep (with its
-    ``extra`` blocks after its per-axis laws)."""
+             extra: dict[str, list[Block]] | None = None, decision: list[Block] | None = None) -> list[Block]:
+    """All blocks of a report: the ``decision`` section first (what the next compute buys,
+    engine.report.decision), the verdicts' definitions, the ``comparison`` blocks (several sweeps), then each
+    sweep (with its ``extra`` blocks after its per-axis laws)."""
     title = "Scaling report: " + " vs ".join(s["sweep"] for s in fits["sweeps"])
     blocks = [Block("h1", title), Block("p", f"Generated {fits['generated_utc']} by `python -m engine.report`; "
-                                              "every number below is in fits.json."), verdict_definitions()]
+                                              "every number below is in fits.json.")]
+    blocks += decision or []
+    blocks.append(verdict_definitions())
     blocks += comparison or []
     for s in fits["sweeps"]:
         blocks += sweep_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items() if k.startswith(s["sweep"] + "|")},

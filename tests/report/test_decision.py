@@ -76,7 +76,7 @@ def test_a_known_surface_gives_its_allocation_and_predictions() -> None:
 def test_markdown_leads_with_the_answer_and_a_table() -> None:
     pts, _ = annealed_points(compute_sweep())
     dec = decide_family(FamilyPoints("toy", ["grid"], pts), n_boot=50)
-    md = "\n".join(decision_markdown([dec]))
+    md = decision_markdown([dec])
     assert md.startswith("## What the next compute buys")
     assert "10× the best run's compute buys the most as" in md
     assert "| 2× | more data, same model" in md and "| 10× | compute-optimal split" in md
@@ -90,5 +90,5 @@ def test_too_few_sizes_ask_for_the_runs_that_would_identify_the_law() -> None:
     assert "not_available" in dec["law"]
     assert any("at least 3 model sizes (now 2)" in r for r in dec["next_runs"])
     assert any("second seed" in r for r in dec["next_runs"])
-    md = "\n".join(decision_markdown([dec]))
+    md = decision_markdown([dec])
     assert "No joint law" in md and "at least 3 model sizes" in md
