@@ -64,3 +64,53 @@ def test_two_ranks_take_the_same_step_as_one(tmp_path, monkeypatch):
             assert history[-1][key] == pytest.approx(single[key], rel=1e-9), (model, key)
         if name in ("fcn", "fcn-budget"):  # cost linear in atoms and edges: the ranks' FLOPs add up to the single run's
             assert history[-1][M.FLOPS_CUM] == single[M.FLOPS_CUM]
+
+
+def _preempt_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """Rank 1 alone gets the SIGTERM (its node is preempted); both ranks must save at the same step and stop."""
+    from engine.errors import Preempted
+    from engine.loop import preemption
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    cfg = _config("fcn")
+    cfg.epochs, cfg.batch_size = 4, 2  # 5 steps an epoch: the ranks agree at step 16, inside epoch 4
+    try:
+        run_trial(cfg, f"{out_dir}/straight", dist=DistContext(rank, world, "cpu"), splits=_splits(10),
+                  dtype=torch.float64)
+        enter = preemption.SigtermWatch.__enter__
+        if rank == 1:
+            def signalled(self):
+                out = enter(self)
+                self.requested.set()
+                return out
+
+            preemption.SigtermWatch.__enter__ = signalled
+        stopped_at = None
+        try:
+            run_trial(cfg, f"{out_dir}/stopped", dist=DistContext(rank, world, "cpu"), splits=_splits(10),
+                      dtype=torch.float64)
+        except Preempted as exc:
+            stopped_at = str(exc)
+        preemption.SigtermWatch.__enter__ = enter
+        with open(f"{out_dir}/rank{rank}.txt", "w") as fh:
+            fh.write(str(stopped_at))
+        run_trial(cfg, f"{out_dir}/stopped", dist=DistContext(rank, world, "cpu"), splits=_splits(10),
+                  dtype=torch.float64)
+    finally:
+        tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.start_processes(_preempt_worker, args=(2, str(tmp_path / "pg"), str(out)), nprocs=2, start_method="fork")
+    for rank in (0, 1):
+        assert "checkpoint saved at step 16 (epoch 4)" in (out / f"rank{rank}.txt").read_text()
+    a = load_checkpoint(out / "straight" / "checkpoint.pt")
+    b = load_checkpoint(out / "stopped" / "checkpoint.pt")  # resumed from step 16 and finished
+    assert a["finished"] and b["finished"] and a["step"] == b["step"] == 20
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
