@@ -11,6 +11,7 @@ tracker logs it on every trial run it creates.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,17 +30,20 @@ class DatasetInfo:
     n_test: int
 
 
-def digest_of(uids: list[str]) -> str:
-    """A short, order-independent digest of the structures' identities."""
-    h = hashlib.sha256()
-    for uid in sorted(uids):
-        h.update(uid.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:DIGEST_CHARS]
+def digest_of(uids: Iterable[str]) -> str:
+    """A short, order-independent digest of the structures' identities, in one streaming pass (no list, no sort:
+    OMat24 has ~10⁸ uids): their count and the sum mod 2¹²⁸ of each uid's BLAKE2b-128, a multiset hash
+    (MSet-Add-Hash, Clarke et al. 2003, ASIACRYPT, "Incremental multiset hash functions")."""
+    total = count = 0
+    for uid in uids:
+        total += int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=16).digest(), "little")
+        count += 1
+    return hashlib.sha256(f"{count}:{total % (1 << 128)}".encode()).hexdigest()[:DIGEST_CHARS]
 
 
-def describe(data: dict, pool_uids: list[str], n_train_pool: int, n_val: int, n_test: int) -> DatasetInfo:
-    """``data`` is a trial config's ``data`` section (a dict); ``pool_uids`` the structures' uids (any order)."""
+def describe(data: dict, pool_uids: Iterable[str], n_train_pool: int, n_val: int, n_test: int) -> DatasetInfo:
+    """``data`` is a trial config's ``data`` section (a dict); ``pool_uids`` the structures' uids (any order, read
+    once)."""
     path = data.get("path")
     if path:
         source = str(Path(path).resolve())

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -57,10 +58,12 @@ def budget_rule(config: TrialConfig) -> str:
     return rule
 
 
-def _split_uids(part) -> list[str]:
-    """The uids of a split; a lazy one (data.lazy) names them without reading its rows."""
-    names = getattr(part, "uids", None)
-    return names() if names is not None else [r.uid for r in part]
+def _split_uids(part) -> Iterator[str]:
+    """The uids of a split, one at a time; a lazy one (data.lazy) names them without reading its rows."""
+    db, indices = getattr(part, "db", None), getattr(part, "indices", None)
+    if db is not None and indices is not None:
+        return (db.uid(int(i)) for i in indices)
+    return (r.uid for r in part)
 
 
 def prepare_shared_data(configs: list[TrialConfig], sweep_dir: Path, stream: TextIO | None = None) -> SharedData:
@@ -84,7 +87,7 @@ def prepare_shared_data(configs: list[TrialConfig], sweep_dir: Path, stream: Tex
     if index_sizes is not None:
         index_sizes()
     # the largest training subset holds every smaller one (nested), so these uids are all a trial sees
-    uids = [u for part in (splits.train, splits.val, splits.test) for u in _split_uids(part)]
+    uids = (u for part in (splits.train, splits.val, splits.test) for u in _split_uids(part))  # streamed
     shared.dataset = describe(dataclasses.asdict(data), uids, splits.pool_size, len(splits.val), len(splits.test))
     norm_path = sweep_dir / NORMALIZATION_FILE
     if norm_path.exists():
