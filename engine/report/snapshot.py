@@ -84,6 +84,13 @@ def load(path: Path) -> SweepData:
             frame[col] = pd.to_numeric(frame[col].where(frame[col].notna(), math.nan)).astype(dtype)
         else:  # text ("str" in pandas 3) or mixed ("object"): missing stays missing
             frame[col] = frame[col].where(frame[col].notna(), None).astype(dtype)
+    # a runs file written by hand (reports/README.md) may leave out what a report's own file always has
+    if "run_id" not in frame:
+        raise SnapshotError(f"{path} has no run_id column; every row names its trial (reports/README.md)")
+    if "trial_id" not in frame:
+        frame["trial_id"] = frame["run_id"]
+    if "report_index" not in frame:  # rows in file order within each trial
+        frame["report_index"] = frame.groupby("run_id", sort=False).cumcount().astype("int64")
     source = doc.get("source", {})
     return SweepData(
         name=doc["sweep"],

@@ -92,3 +92,41 @@ def test_too_few_sizes_ask_for_the_runs_that_would_identify_the_law() -> None:
     assert any("second seed" in r for r in dec["next_runs"])
     md = decision_markdown([dec])
     assert "No joint law" in md and "at least 3 model sizes" in md
+
+
+@pytest.mark.slow
+def test_report_from_runs_files_covers_the_true_allocation_and_calls_a_plateau_a_plateau(tmp_path) -> None:
+    """The issue's check, end to end through runs files and engine.report: a joint surface with α ≠ β, noise,
+    several sizes and training sets (a compute grid: D seen varies along each trial) → the decision section's
+    interval on a covers the truth; a params sweep whose loss does not move with N → its verdict is plateau."""
+    import json
+
+    from engine.report import snapshot
+    from engine.report.build import build_report
+    from engine.report.collect import SweepData
+
+    grid = compute_sweep(noise=0.01)
+    grid = grid.assign(sweep="toy-grid", trial_id=grid["run_id"], axis="compute", status="FINISHED")
+    flat_rows = []
+    for i, n in enumerate([1e3, 1e4, 1e5, 1e6, 1e7]):
+        for s in range(2):
+            flat_rows.append({"sweep": "toy-flat", "run_id": f"f{i}-s{s}", "trial_id": f"f{i}-s{s}", "axis": "params",
+                              "model": "flat", "preset": f"f{i}", "n_params": n, "train_size": 500.0,
+                              "seed": float(s), "status": "FINISHED", "engine_status": "completed", "epoch": 5.0,
+                              M.REPORT: 5.0, M.EPOCHS_RUN: 5.0, M.FLOPS_CUM: 1e9 * n, M.FLOPS_SPENT: 1e9 * n,
+                              M.WALL_S: 10.0, M.VAL_LOSS: 3.0 * (1 + 0.003 * (-1) ** (i + s))})
+    files = []
+    for name, axis, frame in (("toy-grid", "compute", grid), ("toy-flat", "params", pd.DataFrame(flat_rows))):
+        data = SweepData(name, "none", "0", None, axis, frame.reset_index(drop=True),
+                         baselines={"baseline_predict_zero_val_loss": 50.0})
+        files.append(snapshot.save(data, tmp_path / f"{name}.json"))
+    out = build_report([], runs=files, out_dir=tmp_path / "report", n_boot=100, log_to_mlflow=False)
+    fits = json.loads((out / "fits.json").read_text())
+    dec = {d["family"]: d for d in fits["decision"]}
+    a = dec["toy p-ladder"]["allocation"]["a"]
+    a_true = TRUTH["b"] / (TRUTH["a"] + GAMMA * TRUTH["b"])
+    assert a[1] <= a_true <= a[2], (a, a_true)
+    flat = next(s for s in fits["sweeps"] if s["sweep"] == "toy-flat")
+    assert flat["axis_fits"][M.VAL_LOSS]["n_params"]["verdict"]["label"] == "plateau"
+    md = (out / "report.md").read_text()
+    assert md.index("## What the next compute buys") < md.index("Verdicts (one per fit)")
