@@ -30,7 +30,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ import torch
 
 from engine.data.graph import Batch, Graph, GraphSpec, collate, neighbor_graph
 from engine.data.records import Record
-from engine.data.splits import split_by_keys  # the in-memory path's rule: same membership, same order
+from engine.data.splits import SPLIT_RULE, cap_splits, check_split_settings, held_out_and_pool  # split_by_keys
 from engine.errors import DataError
 
 
@@ -226,48 +226,49 @@ class LazyAseDB(Sequence[Record]):
         """Split group of every record (UTF-8 bytes), from :meth:`index`; None without a ``group_key``."""
         return self.index(cache_dir)[1]
 
-    def index_paths(self, cache_dir: str | Path | None = None) -> list[Path]:
-        """Where the index file may be, in the order it is looked for: next to the data (``.engine-index/`` in the
-        files' common folder, which every node that reads the data sees), then ``cache_dir``."""
+    def index_paths(self, cache_dir: str | Path | None = None, name: str = "index") -> list[Path]:
+        """Where a per-dataset file ``name`` (the index, a split) may be, in the order it is looked for: next to the
+        data (``.engine-index/`` in the files' common folder, which every node that reads the data sees), then
+        ``cache_dir``. Its name holds the files' fingerprint (and the group key's hash)."""
         tag = self.fingerprint()
         if self.group_key is not None:
             tag += "-" + hashlib.sha256(self.group_key.encode()).hexdigest()[:8]
         home = Path(os.path.commonpath([str(p.resolve().parent) for p in self.files]))
-        found = [home / INDEX_DIR / f"index-{tag}.npz"]
+        found = [home / INDEX_DIR / f"{name}-{tag}.npz"]
         if cache_dir is not None:
-            found.append(Path(cache_dir) / f"index-{tag}.npz")
+            found.append(Path(cache_dir) / f"{name}-{tag}.npz")
         return found
 
-    def index(self, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(atoms per record, split groups or None): read from the first of :meth:`index_paths` that exists, else
-        built by one streaming pass over the rows and written to the first writable one, under a lock there
-        (a process that waited for another's build reads its file). Kept on this object."""
-        if self._index is not None:
-            return self._index
-        paths = self.index_paths(cache_dir)
+    def cached_arrays(self, name: str, build: Callable[[], dict[str, np.ndarray]],
+                      cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+        """Arrays ``build()`` computes from this dataset, once per dataset: read from the first of
+        :meth:`index_paths` that exists, else built and written to the first writable one under a lock there (a
+        process that waited for another's build reads its file)."""
+        paths = self.index_paths(cache_dir, name)
         for path in paths:
             if path.is_file():
-                return self._load_index(path)
+                return _load_arrays(path)
         target = next((p for p in paths if _writable_dir(p.parent)), None)
         if target is None:
-            self._index = self._build_index()
-            return self._index
+            return build()
         with _file_lock(target.with_suffix(".lock")):
             if target.is_file():  # another process built it while this one waited
-                return self._load_index(target)
-            sizes, group_array = self._index = self._build_index()
+                return _load_arrays(target)
+            arrays = build()
             tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
-            arrays = {"sizes": sizes, **({"groups": group_array} if group_array is not None else {})}
             np.savez(tmp, **arrays)
             os.replace(tmp, target)
+        return arrays
+
+    def index(self, cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(atoms per record, split groups or None), by one streaming pass over the rows once per dataset
+        (:meth:`cached_arrays`); kept on this object."""
+        if self._index is None:
+            arrays = self.cached_arrays("index", self._build_index, cache_dir)
+            self._index = (arrays["sizes"], arrays.get("groups"))
         return self._index
 
-    def _load_index(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-        with np.load(path, allow_pickle=False) as z:
-            self._index = (z["sizes"], z.get("groups"))
-        return self._index
-
-    def _build_index(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def _build_index(self) -> dict[str, np.ndarray]:
         """The one streaming pass: every row decoded once, for its atom count (and group)."""
         sizes = np.empty(len(self), dtype=np.int32)
         groups: list[bytes] | None = [] if self.group_key is not None else None
@@ -279,10 +280,15 @@ class LazyAseDB(Sequence[Record]):
                 if groups is not None:
                     groups.append(self._group(row, f"{self.labels[k]}:{row_id}").encode())
                 self.rows_read += 1
-        return sizes, (np.array(groups, dtype=np.bytes_) if groups is not None else None)
+        return {"sizes": sizes, **({"groups": np.array(groups, dtype=np.bytes_)} if groups is not None else {})}
 
 
 INDEX_DIR = ".engine-index"  # next to the data: the per-dataset index files and their locks
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def _writable_dir(folder: Path) -> bool:
@@ -365,20 +371,23 @@ def lazy_splits(
     """Hash splits by group, the rule of :func:`engine.data.splits.split_indices` (one function:
     :func:`~engine.data.splits.split_by_keys`), so the in-memory reader of the same files gives the same
     membership and order. Without ``db.group_key`` no record is read (each structure is its own group);
-    with one, the groups come from :meth:`LazyAseDB.index` (one pass, cached in ``cache_dir``).
+    with one, the groups come from :meth:`LazyAseDB.index`. The part that hashes every structure (the uncapped
+    held-out sets and the ordered pool) is computed once per dataset and setting and kept next to the data
+    (:meth:`LazyAseDB.cached_arrays`); a trial start reads it and cuts the caps and its training prefix.
     """
-    groups = db.groups(cache_dir) if db.group_key is not None else None
-    uids = db.uids()
-    parts = split_by_keys(
-        _Decoded(groups) if groups is not None else uids,
-        uids,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        train_size=train_size,
-        max_val=max_val,
-        order_seed=order_seed,
-        max_test=max_test,
-    )
+    check_split_settings(val_fraction, test_fraction, train_size)
+
+    def build() -> dict[str, np.ndarray]:
+        groups = db.groups(cache_dir) if db.group_key is not None else None
+        uids = db.uids()
+        val, test, pool = held_out_and_pool(_Decoded(groups) if groups is not None else uids, uids, val_fraction,
+                                            test_fraction, order_seed)
+        return {"val": val, "test": test, "pool": pool}
+
+    # every structure's hashes, once per dataset and setting (a trial start reads them); caps and sizes cut after
+    setting = hashlib.sha256(f"{SPLIT_RULE}|{val_fraction!r}|{test_fraction!r}|{order_seed}".encode()).hexdigest()
+    sets = db.cached_arrays(f"split-{setting[:12]}", build, cache_dir)
+    parts = cap_splits(sets["val"], sets["test"], sets["pool"], len(db), train_size, max_val, max_test)
     return IndexSplits(train=parts.train, val=parts.val, test=parts.test, pool_size=parts.pool_size, pool=parts.pool)
 
 

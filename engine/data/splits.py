@@ -24,6 +24,7 @@ from engine.errors import DataError
 
 _HOLDOUT_SALT = "engine-holdout-v1"
 _ORDER_SALT = "engine-train-order-v1"
+SPLIT_RULE = f"{_HOLDOUT_SALT}|{_ORDER_SALT}"  # names the rule: a cached split of another rule is not read
 
 
 def uid_unit(uid: str, salt: str) -> float:
@@ -114,6 +115,12 @@ def split_by_keys(
     hash, k), and ``train_size`` takes a prefix of it. Both sequences are read once in order (they may be lazy: the
     uids of 10⁸ rows need never exist at once); memory is a few float64 arrays of their length.
     """
+    check_split_settings(val_fraction, test_fraction, train_size)
+    val, test, pool = held_out_and_pool(split_keys, uids, val_fraction, test_fraction, order_seed)
+    return cap_splits(val, test, pool, len(uids), train_size, max_val, max_test)
+
+
+def check_split_settings(val_fraction: float, test_fraction: float, train_size: int | None) -> None:
     if not 0.0 <= val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
         raise DataError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) with a sum below 1; "
@@ -121,6 +128,13 @@ def split_by_keys(
         )
     if train_size is not None and train_size < 0:
         raise DataError(f"train_size must be positive, got {train_size}; fix --train-size")
+
+
+def held_out_and_pool(
+    split_keys: Sequence[str], uids: Sequence[str], val_fraction: float, test_fraction: float, order_seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The uncapped validation and test sets and the whole pool, each in its order: the part of
+    :func:`split_by_keys` that hashes every structure (the lazy path caches it per dataset)."""
     n = len(uids)
     if len(split_keys) != n:
         raise DataError(f"{len(split_keys)} split keys for {n} structures; the group-key index is stale, delete it")
@@ -139,6 +153,14 @@ def split_by_keys(
     order_u = _units((uids[int(k)] for k in pool), len(pool), f"{_ORDER_SALT}:{order_seed}")
     pool = pool[np.lexsort((pool, order_u))]
     del order_u, tie
+    return val, test, pool
+
+
+def cap_splits(
+    val: np.ndarray, test: np.ndarray, pool: np.ndarray, n: int, train_size: int | None, max_val: int | None,
+    max_test: int | None,
+) -> KeySplits:
+    """:func:`held_out_and_pool`'s sets with the caps and the nested ``train_size`` prefix of the pool."""
     n_held_out = len(val) + len(test)
     if max_val is not None and max_val >= 0:
         val = val[:max_val]

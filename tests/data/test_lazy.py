@@ -239,3 +239,28 @@ def test_lazy_config_errors(values, message):
 
     with pytest.raises(ConfigError, match=message):
         DataConfig(**values)
+
+
+def test_a_trial_start_reads_the_datasets_split_instead_of_hashing_every_uid(tmp_path, monkeypatch):
+    from engine.data import lazy as lazy_mod
+    from engine.data.splits import split_by_keys
+
+    records = generate_records(seed=13, size=40, progress=False)
+    write_aselmdb(records, tmp_path / "data" / "part-0.aselmdb")
+    db = LazyAseDB(tmp_path / "data")
+    first = lazy_splits(db, val_fraction=0.2, test_fraction=0.1, train_size=10, max_val=3)
+    assert len(list((tmp_path / "data" / INDEX_DIR).glob("split-*.npz"))) == 1
+
+    def no_hashing(*args):
+        raise AssertionError("every uid hashed again")
+
+    monkeypatch.setattr(lazy_mod, "held_out_and_pool", no_hashing)
+    again = lazy_splits(LazyAseDB(tmp_path / "data"), val_fraction=0.2, test_fraction=0.1, train_size=20, max_test=2)
+    uids = db.uids()
+    want = split_by_keys(uids, uids, val_fraction=0.2, test_fraction=0.1, train_size=20, max_test=2)
+    for name in ("train", "val", "test", "pool"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(want, name))
+    np.testing.assert_array_equal(first.train, again.train[:10])  # nested
+    assert len(first.val) == 3
+    with pytest.raises(AssertionError, match="hashed again"):  # another setting is another split
+        lazy_splits(LazyAseDB(tmp_path / "data"), val_fraction=0.25, test_fraction=0.1)
