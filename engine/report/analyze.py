@@ -28,7 +28,7 @@ from engine.fit.frontier import Curve, allocation_from_joint, fit_frontier
 from engine.fit.joint import fit_joint
 from engine.fit.powerlaw import AxisFit, fit_axis
 from engine.fit.result import FitUnavailable, LawFit, jsonable
-from engine.fit.verdict import grade, grade_joint
+from engine.fit.verdict import AT_BASELINE, PLATEAU, grade, grade_joint
 from engine.report.collect import SweepData
 from engine.report.figures import baseline_lines
 
@@ -309,9 +309,14 @@ def annealed_summary(frame: pd.DataFrame) -> dict:
 def _grade_frontier(fr: dict, baselines: dict[str, float]) -> None:
     """Add L(C)'s extrapolation check (``law.extrapolation``) and its verdict (``verdict``) to a frontier result."""
     front, law = fr["frontier"], fr.get("law", {})
-    if "params" not in law:  # no L(C) to grade: the report says why it is not available
-        return
     flops, loss = np.asarray(front["flops"], dtype=float), np.asarray(front["loss"], dtype=float)
+    if len(flops) == 0:
+        return
+    if "params" not in law:  # no L(C): only a verdict that needs no law (at baseline, plateau)
+        v = grade(flops, loss, None, None, baselines, n_seeds=np.asarray(front["n_seeds"]), variable="C")
+        if v["label"] in (AT_BASELINE, PLATEAU):
+            fr["verdict"] = jsonable(v)
+        return
     check = frontier_extrapolation_check(flops, loss, np.asarray(front["size"]))
     law["extrapolation"] = check
     fr["verdict"] = jsonable(grade(flops, loss, law, check, baselines, n_seeds=np.asarray(front["n_seeds"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from engine.report.document import Block
@@ -22,6 +23,12 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _inline(text: str) -> str:
+    """Escaped text with the Markdown emphasis the blocks use (**verdict**, *label*) as <strong>/<em>."""
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", html.escape(text))
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", out)
+
+
 def to_html(blocks: list[Block], image_dir: Path) -> str:
     """HTML for ``blocks``; image blocks name PNG files in ``image_dir``, embedded inline."""
     e = html.escape
@@ -32,10 +39,10 @@ def to_html(blocks: list[Block], image_dir: Path) -> str:
         if b.kind in ("h1", "h2", "h3"):
             parts.append(f"<{b.kind}>{e(b.text)}</{b.kind}>")
         elif b.kind == "p":
-            parts.append(f"<p>{e(b.text)}</p>")
+            parts.append(f"<p>{_inline(b.text)}</p>")
         elif b.kind == "table":
             head = "".join(f"<th>{e(h)}</th>" for h in b.header)
-            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in b.rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif b.kind == "img":
             parts.append(f"<figure><img alt='{e(b.header[0])}' src='{data_uri(image_dir / b.text)}'>"

@@ -28,6 +28,8 @@ def test_every_fit_has_one_verdict_defined_once(mlflow_store, tmp_path):
     md = (out / "report.md").read_text()
     assert md.count("Verdicts (one per fit): ") == 1 and f"*{LAW}*: {DEFINITIONS[LAW]}" in md
     assert "| **at baseline** | — | β ≈ " in md  # an at-baseline fit prints its exponent as an estimate only
+    html = (out / "report.html").read_text()
+    assert "<td><strong>at baseline</strong></td>" in html and "<em>law</em>: identified" in html
     # 4 sizes with one seed: the refit without the largest has 3 points for 2 parameters, 1 residual dof
     loss = s["axis_fits"]["val_loss"]["n_params"]
     assert loss["extrapolation"]["residual_dof"] == 1 and loss["extrapolation"]["verdict"] == "not a test"
@@ -70,3 +72,16 @@ def test_comparison_prints_an_exponent_as_a_law_only_for_a_law():
     assert "| val_loss vs n_params | eqv2 | **law** | β = 0.383 [0.3, 0.45] | — | — | 0.383 |" in md
     assert "| val_loss vs n_params | plain | **trend** | — | β ≈ 0.383 | log-R² 0.78 (needs ≥ 0.9) | 0.383 |" in md
     assert "flagged, not a law" not in md
+
+
+def test_frontier_without_a_law_still_reads_at_baseline():
+    from engine.report.analyze import _grade_frontier
+
+    flat = {"frontier": {"flops": [1e9, 2e9], "loss": [5.0, 4.99], "n_seeds": [2, 2], "size": [0, 1]},
+            "law": {"not_available": "the frontier has 2 points; L(C) needs ≥ 3"}}
+    _grade_frontier(flat, {"predict zero": 4.9})
+    assert flat["verdict"]["label"] == AT_BASELINE
+    falling = {"frontier": {"flops": [1e9, 2e9], "loss": [5.0, 3.0], "n_seeds": [2, 2], "size": [0, 1]},
+               "law": {"not_available": "the frontier has 2 points; L(C) needs ≥ 3"}}
+    _grade_frontier(falling, {"predict zero": 10.0})
+    assert "verdict" not in falling  # no law and no plateau: nothing to grade
