@@ -464,6 +464,15 @@ class _Collate:
         return collate([r for r, _ in items], [g for _, g in items], dtype=self.dtype)
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """A DataLoader worker outlives a SIGTERM sent to its whole process group (a node shutting down), so the trial
+    can finish its step and save (engine.loop.preemption); it still ends with the loader, or within seconds of its
+    parent's death (torch's worker watchdog)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _IndexLists:
     """A DataLoader's batch sampler over ``batches``: each one a list of ints when the loader reaches it (the loader
     asks ``prefetch_factor`` batches per worker ahead, never the whole epoch)."""
@@ -500,5 +509,6 @@ def batch_loader(
         num_workers=num_workers,
         collate_fn=_Collate(dtype),
         pin_memory=pin_memory,
+        worker_init_fn=_ignore_sigterm if num_workers > 0 else None,
         **kwargs,
     )

@@ -193,3 +193,43 @@ def test_engine_train_saves_and_exits_75_on_sigterm_then_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     end = load_checkpoint(run_dir / "checkpoint.pt")
     assert end["finished"] and end["epoch"] == 60 and end["step"] > ck["step"]
+
+
+def test_a_sigterm_to_the_trial_and_its_dataloader_workers_still_saves(tmp_path):
+    """A node shutting down signals every process: the lazy path's workers ignore it, the trial saves and stops."""
+    import multiprocessing
+    import time
+
+    from engine.data.dataset import load_splits
+    from engine.data.lazy import close_environments
+    from engine.data.store import write_aselmdb
+    from tests.loop.conftest import emt_records
+
+    class GroupSigterm(Reporter):
+        def on_batch(self, epoch, index, total, step):
+            if step == self.sigterm_at:
+                workers = multiprocessing.active_children()  # the DataLoader workers
+                assert workers
+                for child in workers:
+                    os.kill(child.pid, signal.SIGTERM)
+                time.sleep(0.5)  # a step's time: a worker that died of it has been reported (SIGCHLD) by now
+                assert all(child.is_alive() for child in workers)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    write_aselmdb(emt_records(40, seed=4), tmp_path / "data" / "part-0.aselmdb")
+    cfg = _config()
+    cfg.data = DataConfig(path=str(tmp_path / "data"), val_fraction=0.2, test_fraction=0.1, max_val=None,
+                          normalization_size=16, cache_dir=str(tmp_path / "cache"), lazy=True, num_workers=2,
+                          prefetch_factor=2)
+    try:
+        straight = Reporter()
+        run_trial(cfg, tmp_path / "straight", reporter=straight, splits=load_splits(cfg.data, progress=False))
+        stopped = GroupSigterm(sigterm_at=4)
+        with pytest.raises(Preempted, match="step 4"):
+            run_trial(cfg, tmp_path / "stopped", reporter=stopped, splits=load_splits(cfg.data, progress=False))
+        resumed = Reporter()
+        run_trial(cfg, tmp_path / "stopped", reporter=resumed, splits=load_splits(cfg.data, progress=False))
+    finally:
+        close_environments()
+    assert _stable(stopped.rows + resumed.rows) == _stable(straight.rows)
+    _assert_same_end(tmp_path / "straight", tmp_path / "stopped")
