@@ -25,6 +25,7 @@ read by DataLoader workers for a lazy dataset).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -213,13 +214,14 @@ class RungCooldowns:
             order = rng.permutation(len(trial.train_set))
             batches = EpochBatches(trial.train_sizes, self.config.batch_size, self.config.max_atoms_per_batch, order)
             # the main run's data path (DataLoader workers for a lazy dataset), asked for the branch's batches only
-            for idx, batch in trial.feed(batches[: n_steps - done]):
-                done += 1
-                lr = trial.scheduler.set_factor(cooldown_factor(done / n_steps, optim.min_lr_factor,
-                                                                optim.cooldown_shape, start))
-                step_sums, step_flops = trial.train_batch(idx, batch)
-                total = step_sums if total is None else total + step_sums
-                flops += step_flops
-                structures += len(idx)
+            with contextlib.closing(trial.feed(batches[: n_steps - done])) as feed:
+                for idx, batch in feed:
+                    done += 1
+                    lr = trial.scheduler.set_factor(cooldown_factor(done / n_steps, optim.min_lr_factor,
+                                                                    optim.cooldown_shape, start))
+                    step_sums, step_flops = trial.train_batch(idx, batch)
+                    total = step_sums if total is None else total + step_sums
+                    flops += step_flops
+                    structures += len(idx)
         assert total is not None
         return total, flops, structures, lr
