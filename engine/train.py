@@ -4,7 +4,9 @@ Thin CLI: parse arguments into a :class:`~engine.config.TrialConfig` (a ``--conf
 then flags on top), load the data, call :func:`engine.loop.loop.run_trial`. Progress goes to
 stderr, every report to ``<run-dir>/metrics.jsonl`` (one JSON object per line, epoch 0 = the
 untrained model), the resolved config to ``<run-dir>/config.json``, and a final metrics table
-to stdout. Re-running with the same ``--run-dir`` resumes from its ``checkpoint.pt``.
+to stdout. Re-running with the same ``--run-dir`` resumes from its ``checkpoint.pt``. The run also saves
+inside epochs (``checkpoint.every_minutes``, default 30; ``checkpoint.every_steps`` in a ``--config`` file)
+and, on SIGTERM, at the next step: it then exits with status 75 and resumes from that batch when re-run.
 
 Examples::
 
