@@ -104,7 +104,11 @@ def extrapolation_check(
 
 def frontier_extrapolation_check(flops: np.ndarray, loss: np.ndarray, size: np.ndarray) -> dict:
     """The same check for the compute frontier's L(C) = α·C^−β: refit without the envelope points of the size
-    that holds the largest budget, predict the largest budget.
+    that holds the largest budget, predict the budget at which that size joins the envelope.
+
+    That budget is one step further along the frontier. Past it the envelope is bounded by the ladder (no larger
+    size can take over, so the largest size's curve bends away from any power law in C): a miss there would
+    say where the ladder ends, not whether the law extrapolates.
 
     The envelope's points are seed means, one per (size, key), so the prediction interval is the refit's
     least-squares-style interval in log space: t(dof)·σ·√(1 + h), σ the residual scatter of the refit, h the
@@ -115,8 +119,8 @@ def frontier_extrapolation_check(flops: np.ndarray, loss: np.ndarray, size: np.n
     flops, loss, size = (np.asarray(v) for v in (flops, loss, size))
     if len(flops) == 0:
         return {"not_available": "the frontier has no point"}
-    last = int(np.argmax(flops))
-    held = size == size[last]
+    held = size == size[int(np.argmax(flops))]
+    last = int(np.flatnonzero(held)[np.argmin(flops[held])])  # where the largest size joins the envelope
     law = LAWS["power"][0]
     if (~held).sum() < law.n_params + 1:
         return {"not_available": f"without the largest size on the frontier {int((~held).sum())} frontier points "

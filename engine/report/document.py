@@ -180,7 +180,8 @@ def frontier_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
                 blocks.append(Block("p", (
                     f"{_check_prefix(ex)}: L(C) refit on the {ex['n_points_fitted']} frontier points below the size "
                     f"that holds the largest budget ({ex['n_points_held_out']} points held out) predicts "
-                    f"{fmt(ex['predicted'])} at C = {fmt(ex['held_out'])}, 95 % prediction interval "
+                    f"{fmt(ex['predicted'])} at C = {fmt(ex['held_out'])}, where that size joins the frontier "
+                    "(past it the ladder, not the law, bounds the envelope), 95 % prediction interval "
                     f"{_ci(ex.get('pi95'))}; observed {fmt(ex['observed'])}.")))
             elif "not_available" in ex:
                 blocks.append(Block("p", f"Extrapolation check of L(C) {_na(ex)}."))

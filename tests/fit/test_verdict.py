@@ -163,3 +163,24 @@ def test_frontier_extrapolation_check():
     bent[-3:] *= 1.5  # the largest size falls off the law
     assert frontier_extrapolation_check(c, bent, size)["verdict"] == "missed"
     assert "not_available" in frontier_extrapolation_check(c[:4], loss[:4], np.array([0, 0, 1, 1]))
+
+
+def test_a_well_sampled_compute_frontier_reads_law():
+    from engine.fit.frontier import Curve, fit_frontier
+
+    # L(N, S) = 200·N^−0.6 + 300·S^−0.9, C = 6·N·S: 12 sizes over 3 decades × 2 seeds, full learning curves
+    rng = np.random.default_rng(0)
+    curves = []
+    for n in np.geomspace(1e3, 1e6, 12):
+        for s in range(2):
+            seen = np.geomspace(10, 1e6, 15)
+            loss = (200 * n**-0.6 + 300 * seen**-0.9) * np.exp(rng.normal(0, 0.03) + rng.normal(0, 0.01, seen.size))
+            curves.append(Curve(f"n{n:.0f}s{s}", n, 1e3, 6 * n * seen, loss, epoch=seen / 1e3))
+    fr = fit_frontier(curves, n_boot=100)
+    front = fr["frontier"]
+    ex = frontier_extrapolation_check(front["flops"], front["loss"], np.asarray(front["size"]))
+    assert ex["verdict"] == "passed" and ex["residual_dof"] >= 2
+    v = grade(front["flops"], front["loss"], fr["law"], ex, {"predict zero": 1e3}, n_seeds=front["n_seeds"],
+              variable="C")
+    assert v["label"] == LAW, v["reasons"]
+    assert v["estimate"]["beta"]["value"] == pytest.approx(0.36, abs=0.03)
