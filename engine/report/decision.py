@@ -150,6 +150,9 @@ def cost_model(points: pd.DataFrame) -> dict:
     sizes = np.array(sorted(by.groups), dtype=float)
     f = np.array([float(np.median(by.get_group(n)["flops"] / by.get_group(n)["structures"])) for n in sizes])
     gamma, log_k = _loglog(sizes, f)
+    assumed = len(sizes) < 2
+    if not (math.isfinite(gamma) and gamma >= 0.1):  # cost per structure that does not grow with N: not a model
+        gamma, log_k, assumed = 1.0, float(np.mean(np.log(f) - np.log(sizes))), True
     wall = []
     for n in sizes:
         g = by.get_group(n)
@@ -162,7 +165,7 @@ def cost_model(points: pd.DataFrame) -> dict:
         s_slope = 0.0
     return {"sizes": sizes.tolist(), "flops_per_structure": f.tolist(), "gamma": gamma, "log_k": log_k,
             "seconds_per_flop": wall.tolist(), "seconds_slope": s_slope, "seconds_log_intercept": s_int,
-            "one_size": len(sizes) < 2}
+            "one_size": assumed}
 
 
 def seconds_per_flop(cost: dict, n: float) -> float:
@@ -291,6 +294,10 @@ def decide_family(fam: FamilyPoints, baselines: dict[str, float] | None = None, 
         out["law"] = {"not_available": str(exc)}
         out["verdict"] = {"label": "trend", "reasons": [str(exc)]}
         out["next_runs"] = next_runs(pts, None, str(exc))
+        one = _one_axis(pts.loc[ok], best, cost, baselines, n_boot, seed)
+        if one is not None:
+            out["one_axis"] = one
+            out["answer"] = one["answer"]
         return jsonable(out)
     check = extrapolation_check("joint", x, y[ok], "n_params", n_boot=min(n_boot, 100), seed=seed,
                                 variables=["n_params", "structures"])
@@ -341,6 +348,59 @@ def decide_family(fam: FamilyPoints, baselines: dict[str, float] | None = None, 
     return jsonable(out)
 
 
+def _one_axis(pts: pd.DataFrame, best: pd.Series, cost: dict, baselines: dict | None, n_boot: int,
+              seed: int) -> dict | None:
+    """Without a joint law: the one direction the runs measure. At the best run's D, L(N) over the sizes trained on
+    it (a params sweep), else at its N, L(D) over the structures seen (a data sweep); 2× and 10× the best run's
+    compute spent along it, with intervals, graded by the axis law's verdict; the other direction unmeasured."""
+    from engine.fit.powerlaw import fit_axis
+    from engine.fit.verdict import grade
+
+    n0, d0, c0 = float(best["n_params"]), float(best["structures"]), float(best["flops"])
+    same_d = pts[np.isclose(pts["structures"], d0, rtol=0.02)]
+    same_n = pts[np.isclose(pts["n_params"], n0, rtol=1e-9)]
+    if same_d["n_params"].nunique() >= 3:
+        rows, var, what, other = same_d, "n_params", "more parameters, same data", "more data (one D measured)"
+    elif same_n["structures"].nunique() >= 3:
+        rows, var, what, other = same_n, "structures", "more data, same model", "more parameters (one N measured)"
+    else:
+        return None
+    xv, yv = rows[var].to_numpy(float), rows[M.VAL_LOSS].to_numpy(float)
+    try:
+        axis = fit_axis(xv, yv, variable="N" if var == "n_params" else "D", metric=M.VAL_LOSS, n_boot=n_boot,
+                        seed=seed)
+    except FitUnavailable:
+        return None
+    law = axis.best
+    if law is None:
+        return None
+    verdict = grade(xv, yv, law.to_dict(), axis.extrapolation, baselines, exponent="beta",
+                    variable="N" if var == "n_params" else "D")
+    options = []
+    for factor in FACTORS:
+        target = n0 * factor ** (1 / cost["gamma"]) if var == "n_params" else d0 * factor
+        mid, (lo, hi) = law.predict(np.array([target])), law.predict_interval(np.array([target]))
+        outside = [f"{'N' if var == 'n_params' else 'D'} ×{target / xv.max():.2g} beyond the largest measured"] \
+            if target > xv.max() * 1.0001 else []
+        n_new = target if var == "n_params" else n0
+        options.append({"what": what, "factor": factor, "n_params": n_new,
+                        "structures": d0 if var == "n_params" else target, "flops": factor * c0,
+                        "hours": factor * c0 * seconds_per_flop(cost, n_new) / 3600.0,
+                        "loss": {M.VAL_LOSS: [float(mid[0]), float(lo[0]), float(hi[0])]}, "outside": outside})
+    ten = options[-1]
+    est, lo, hi = ten["loss"][M.VAL_LOSS]
+    text = (f"10× the best run's compute spent as {what} gives validation loss {est:.4g} [{lo:.4g}, {hi:.4g}] "
+            f"against {float(best[M.VAL_LOSS]):.4g} measured ({law.formula}, verdict {verdict['label']}); "
+            f"{other}: not measured, so the split cannot be chosen")
+    if ten["outside"]:
+        text += f" ({ten['outside'][0]}: an extrapolation)"
+    if verdict["label"] != LAW:
+        text = f"Direction only (the verdict is {verdict['label']}, not law): " + text
+    return {"variable": var, "formula": law.formula, "params": law.params, "ci95": law.ci95,
+            "verdict": {"label": verdict["label"], "reasons": verdict["reasons"]}, "options": options,
+            "answer": text + "."}
+
+
 def _answer(out: dict, options: list[Option], label: str) -> str:
     """One sentence: where 10× the best run's compute goes, graded by the law's verdict."""
     ten = [o for o in options if o.factor == FACTORS[-1] and M.VAL_LOSS in o.loss]
@@ -375,7 +435,21 @@ def decision_blocks(decisions: list[dict]) -> list:
         blocks.append(Block("h3", f"{dec['family']} ({', '.join(dec['sweeps'])})"))
         law = dec.get("law", dec)
         if "not_available" in law:
-            blocks.append(Block("p", f"No joint law: {law['not_available']}. The runs that would give one: "
+            one = dec.get("one_axis")
+            if one is not None:
+                v = one["verdict"]
+                reasons = f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""
+                rows = [[f"{o['factor']:g}×", o["what"] + (" †" if o["outside"] else ""), f"{o['n_params']:.3g}",
+                         f"{o['structures']:.3g}", f"{o['flops']:.3g}",
+                         f"{o['hours']:.3g}" if o["hours"] is not None else "—",
+                         "{:.4g} [{:.3g}, {:.3g}]".format(*o["loss"][M.VAL_LOSS])] for o in one["options"]]
+                blocks += [Block("p", f"**Answer.** {one['answer']}"),
+                           Block("p", f"Verdict on {one['formula']} against "
+                                      f"{'N' if one['variable'] == 'n_params' else 'D'}: **{v['label']}**{reasons}."),
+                           Block("table", header=["compute", "spent on", "N", "D seen", "FLOPs", "hours",
+                                                  "validation loss"], rows=rows),
+                           Block("p", f"Hours: {dec['hardware']}. † outside the measured range.")]
+            blocks.append(Block("p", f"No joint law L(N, D): {law['not_available']}. The runs that would give one: "
                                      f"{'; '.join(dec['next_runs'])}."))
             continue
         v = dec["verdict"]
@@ -391,7 +465,8 @@ def decision_blocks(decisions: list[dict]) -> list:
         def rng(x: list) -> str:
             return f"{x[0]:.3g} [{x[1]:.3g}, {x[2]:.3g}]" if x[1] is not None else f"{x[0]:.3g}"
 
-        one = " (one size: γ = 1 assumed)" if dec["cost"]["one_size"] else ""
+        one = " (γ = 1 assumed: one size, or a counted cost that does not grow with N)" if dec["cost"]["one_size"] \
+            else ""
         blocks.append(Block("p", f"Compute-optimal allocation: N_opt ∝ C^a with a = {rng(al['a'])}, D_opt ∝ C^b with "
                                  f"b = {rng(al['b'])} (γa + b = 1), for the FLOPs per structure the engine counted, "
                                  f"∝ N^γ with γ = {al['gamma']:.3g}{one}."))

@@ -130,3 +130,19 @@ def test_report_from_runs_files_covers_the_true_allocation_and_calls_a_plateau_a
     assert flat["axis_fits"][M.VAL_LOSS]["n_params"]["verdict"]["label"] == "plateau"
     md = (out / "report.md").read_text()
     assert md.index("## What the next compute buys") < md.index("Verdicts (one per fit)")
+
+
+def test_a_params_sweep_alone_answers_along_n_and_says_d_is_unmeasured() -> None:
+    frame = compute_sweep(seeds=2)
+    last = frame[frame[M.RUNG] == 5.0].drop(columns=[M.RUNG])  # one D per size: make it one D for all sizes
+    last = last.assign(**{M.EPOCHS_RUN: 50.0, M.VAL_LOSS: surface(last["n_params"], 50_000.0),
+                          M.FLOPS_CUM: K * last["n_params"] ** GAMMA * 50_000.0})
+    pts, _ = annealed_points(last)
+    dec = decide_family(FamilyPoints("toy", ["params"], pts), n_boot=50)
+    assert "not_available" in dec["law"]
+    one = dec["one_axis"]
+    assert one["variable"] == "n_params" and [o["factor"] for o in one["options"]] == [2.0, 10.0]
+    assert all(o["what"] == "more parameters, same data" for o in one["options"])
+    assert "more data (one D measured): not measured" in dec["answer"]
+    md = decision_markdown([dec])
+    assert "**Answer.**" in md and "No joint law L(N, D)" in md
