@@ -18,9 +18,12 @@ run is checkpointed and only then reported, so a trial paused or killed at a run
 point (mid-epoch) exactly; between rungs it checkpoints at epoch ends without reporting, so every
 reported point is annealed.
 
-The trial object is duck-typed (``engine.loop.loop._Trial``); this module does not import the loop. A branch
-reads its batches as the main run does (``trial.feed``: packed by :class:`~engine.data.graph.EpochBatches`,
-read by DataLoader workers for a lazy dataset).
+The trial object is duck-typed (:class:`engine.loop.loop.Trial`); this module does not import the loop, and uses
+only the trial's public parts: ``trial.state`` (:class:`~engine.loop.state.TrialState`: weights, optimizer,
+schedule, scaler, EMA, counters, reports), ``trial.data`` (the training set), ``trial.step_ctx.flops`` (the FLOP
+accountant), and its methods ``evaluate_val``, ``feed``, ``train_batch``, ``finish`` and ``record``. A branch reads
+its batches as the main run does (``trial.feed``: packed by :class:`~engine.data.graph.EpochBatches`, read by
+DataLoader workers for a lazy dataset).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from engine.config import TrialConfig
 from engine.data.graph import EpochBatches
 from engine.errors import ConfigError
 from engine.loop import checkpoint as ckpt_io
-from engine.loop.loss import ErrorSums, error_metrics
+from engine.loop.loss import ErrorSums
 from engine.loop.schedule import cooldown_factor
 
 
@@ -103,29 +106,31 @@ class _Snapshot:
 
     @classmethod
     def capture(cls, trial: Any) -> _Snapshot:
+        s = trial.state
         return cls(
-            model={k: v.detach().clone() for k, v in trial.model.state_dict().items()},
-            optimizer=copy.deepcopy(trial.optimizer.state_dict()),
-            scheduler=dict(trial.scheduler.state_dict()),
-            scaler=copy.deepcopy(trial.scaler.state_dict()) if trial.scaler is not None else None,
-            ema=trial.ema.state_dict() if trial.ema is not None else None,
+            model={k: v.detach().clone() for k, v in s.model.state_dict().items()},
+            optimizer=copy.deepcopy(s.optimizer.state_dict()),
+            scheduler=dict(s.scheduler.state_dict()),
+            scaler=copy.deepcopy(s.scaler.state_dict()) if s.scaler is not None else None,
+            ema=s.ema.state_dict() if s.ema is not None else None,
             rng=ckpt_io.rng_state(),
-            model_rng=trial.model.rng_state(),
+            model_rng=s.model.rng_state(),
             numpy_legacy=np.random.get_state(),
             flops=trial.step_ctx.flops,
         )
 
     def restore(self, trial: Any) -> None:
-        trial.model.load_state_dict(self.model)
-        trial.optimizer.load_state_dict(self.optimizer)
-        trial.optimizer.zero_grad(set_to_none=True)
-        trial.scheduler.load_state_dict(self.scheduler)
-        if trial.scaler is not None and self.scaler is not None:
-            trial.scaler.load_state_dict(self.scaler)
-        if trial.ema is not None and self.ema is not None:
-            trial.ema.load_state_dict(self.ema)
+        s = trial.state
+        s.model.load_state_dict(self.model)
+        s.optimizer.load_state_dict(self.optimizer)
+        s.optimizer.zero_grad(set_to_none=True)
+        s.scheduler.load_state_dict(self.scheduler)
+        if s.scaler is not None and self.scaler is not None:
+            s.scaler.load_state_dict(self.scaler)
+        if s.ema is not None and self.ema is not None:
+            s.ema.load_state_dict(self.ema)
         ckpt_io.set_rng_state(self.rng)
-        trial.model.set_rng_state(self.model_rng)
+        s.model.set_rng_state(self.model_rng)
         np.random.set_state(self.numpy_legacy)
         trial.step_ctx.flops = self.flops
 
@@ -153,33 +158,33 @@ class RungCooldowns:
         """Score every rung the main run's FLOPs (branches excluded) have reached and that has no report yet: one
         step of a large model can pass several, and a trial resumed from a rung's checkpoint scores the rest."""
         k = self.next_rung(trial)
-        while not trial.finished and k < len(self.budgets) and self.budgets[k] <= trial.flops_cum:
+        while not trial.state.finished and k < len(self.budgets) and self.budgets[k] <= trial.state.flops_cum:
             self.score_rung(trial, k, final=k == len(self.budgets) - 1)
             k += 1
 
     @staticmethod
     def next_rung(trial: Any) -> int:
         """Index of the first rung not yet reported (the history survives a resume)."""
-        return 1 + max((int(row[M.RUNG]) for row in trial.history if M.RUNG in row), default=-1)
+        return 1 + max((int(row[M.RUNG]) for row in trial.state.history if M.RUNG in row), default=-1)
 
     def end_of_epochs(self, trial: Any) -> None:
         """Out of epochs before the last budget: end with a cooldown now, so the trial still ends annealed."""
-        if not trial.finished:  # its rung budget is what the main run reached, below the last one
-            self.score_rung(trial, len(self.budgets) - 1, final=True, budget=float(trial.flops_cum))
+        if not trial.state.finished:  # its rung budget is what the main run reached, below the last one
+            self.score_rung(trial, len(self.budgets) - 1, final=True, budget=float(trial.state.flops_cum))
 
     # -- the branch --------------------------------------------------------------------
     def score_rung(self, trial: Any, rung: int, final: bool, budget: float | None = None) -> dict:
         """Branch, cool down, score; put the main run back unless ``final``; checkpoint, then report."""
-        live = trial._evaluate_val()
+        live = trial.evaluate_val()
         optim = self.config.optim
-        n_steps = cooldown_steps(trial.step, optim.cooldown_fraction, optim.cooldown_min_steps)
+        n_steps = cooldown_steps(trial.state.step, optim.cooldown_fraction, optim.cooldown_min_steps)
         snapshot = None if final else _Snapshot.capture(trial)
         if snapshot is not None:
             trial.step_ctx.flops = copy.deepcopy(snapshot.flops)  # the branch must not advance the main accountant
         sums, flops, structures, lr_end = self._train_cooldown(trial, n_steps)
-        trial.flops_cooldown += flops
-        metrics = error_metrics(ErrorSums.from_vector(sums), self.config.loss, *trial._scales(), split="train")
-        metrics.update(trial._evaluate_val())
+        trial.state.flops_cooldown += flops
+        metrics = trial.evaluator.metrics(ErrorSums.from_vector(sums), "train")
+        metrics.update(trial.evaluate_val())
         metrics.update({
             M.VAL_LOSS_UNANNEALED: live[M.VAL_LOSS],
             M.RUNG: float(rung),
@@ -189,12 +194,12 @@ class RungCooldowns:
             M.LR_COOLDOWN_END: lr_end,
         })
         if final:
-            metrics = trial._finish(metrics)  # test metrics: the trial ends here
+            metrics = trial.finish(metrics)  # test metrics: the trial ends here
         if snapshot is not None:
             snapshot.restore(trial)
         # the main run (or, at the last rung, the trial's end) is checkpointed before the report, so a trial paused
-        # at this rung resumes from here; the coordinate is the main run plus this branch (trial._record)
-        return trial._record(metrics, save=True, cooldown_flops=flops, cooldown_structures=structures)
+        # at this rung resumes from here; the coordinate is the main run plus this branch (trial.record)
+        return trial.record(metrics, save=True, cooldown_flops=flops, cooldown_structures=structures)
 
     def _train_cooldown(self, trial: Any, n_steps: int) -> tuple[torch.Tensor, int, int, float]:
         """``n_steps`` optimizer steps with the LR ramped from its current value down to the floor.
@@ -204,20 +209,22 @@ class RungCooldowns:
         Returns the summed train error vector, the branch's FLOPs (all ranks), structures and last LR.
         """
         optim = self.config.optim
-        start = trial.scheduler.factor
-        rng = np.random.default_rng([int(self.config.seed), int(trial.step)])
+        scheduler = trial.state.scheduler
+        start = scheduler.factor
+        rng = np.random.default_rng([int(self.config.seed), int(trial.state.step)])
         total: torch.Tensor | None = None
         flops = structures = 0
-        lr = trial.scheduler.lr
+        lr = scheduler.lr
         done = 0
         while done < n_steps:
-            order = rng.permutation(len(trial.train_set))
-            batches = EpochBatches(trial.train_sizes, self.config.batch_size, self.config.max_atoms_per_batch, order)
+            sizes = trial.data.train_sizes
+            batches = EpochBatches(sizes, self.config.batch_size, self.config.max_atoms_per_batch,
+                                   rng.permutation(len(trial.data.train_set)))
             # the main run's data path (DataLoader workers for a lazy dataset), asked for the branch's batches only
             with contextlib.closing(trial.feed(batches[: n_steps - done])) as feed:
                 for idx, batch in feed:
                     done += 1
-                    lr = trial.scheduler.set_factor(cooldown_factor(done / n_steps, optim.min_lr_factor,
+                    lr = scheduler.set_factor(cooldown_factor(done / n_steps, optim.min_lr_factor,
                                                                     optim.cooldown_shape, start))
                     step_sums, step_flops = trial.train_batch(idx, batch)
                     total = step_sums if total is None else total + step_sums
