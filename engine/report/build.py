@@ -2,7 +2,9 @@
 
 ``build_report(["sweep"])`` writes reports/<sweep>/ (several sweeps: reports/<a>__vs__<b>/, with one
 comparison figure per target, :mod:`engine.report.compare`) and logs the same files to each sweep's
-parent MLflow run under the artifact path ``report``. fits.json also records every figure's legend; runs/ holds
+parent MLflow run under the artifact path ``report``. The report opens with the decision section and one summary
+table (:mod:`engine.report.summary`); every sweep's detail follows as an appendix. fits.json also records every
+figure's legend and where it sits (``legend_layout``: never over a panel's data); runs/ holds
 each sweep's runs (:mod:`engine.report.snapshot`), so ``--runs`` rebuilds the report without the store.
 """
 
@@ -23,30 +25,55 @@ from engine.paths import default_tracking_uri, reports_dir
 from engine.report import snapshot
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, analyze_sweep
 from engine.report.collect import collect_sweep
-from engine.report.compare import comparison_blocks, comparison_summary, panels_for, plot_target
+from engine.report.compare import (
+    comparison_blocks,
+    comparison_figure_blocks,
+    comparison_summary,
+    panels_for,
+    plot_target,
+)
 from engine.report.decision import decide_family, decision_blocks, pool_families
 from engine.report.document import document, to_markdown
-from engine.report.figures import baseline_lines, plot_axis, plot_frontier, plot_hpo, plot_isoflop
+from engine.report.figures import (
+    LEGEND_LAYOUTS,
+    baseline_lines,
+    plot_axis,
+    plot_frontier,
+    plot_hpo,
+    plot_isoflop,
+)
 from engine.report.html import to_html
 from engine.report.probes import plot_probes, probe_blocks, probe_summary
+from engine.report.summary import summary_blocks
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def make_figures(analyses: list[SweepAnalysis], out_dir: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Write every PNG; returns ({key: file name}, {file name: legend labels}).
+def make_figures(analyses: list[SweepAnalysis], out_dir: Path
+                 ) -> tuple[dict[str, str], dict[str, list[str]], dict[str, dict]]:
+    """Write every PNG; returns ({key: file name}, {file name: legend labels}, {file name: where its legend sits}).
+
+    Legends sit below the panels; the third dict (fits.json "legend_layout") says, per figure, whether the legend
+    meets any panel's data area (``overlaps_data``) or leaves the figure (``inside_figure``), measured in display
+    coordinates when the figure was saved (:func:`engine.report.figures.legend_layout`).
 
     Keys: "<sweep>|axis:<metric>:<var>", "<sweep>|frontier:<metric>", "<sweep>|isoflop:<metric>",
     "<sweep>|hpo:loss_vs_lr" and, with several sweeps, "compare:<metric>" (one figure per target).
     """
     figs: dict[str, str] = {}
     legends: dict[str, list[str]] = {}
+    layouts: dict[str, dict] = {}
 
     def keep(key: str, name: str, labels: list[str]) -> None:
         figs[key] = name
         legends[name] = labels
+        if name in LEGEND_LAYOUTS:
+            layouts[name] = LEGEND_LAYOUTS.pop(name)
+
+    def verdict(fit: dict | None) -> str | None:
+        return ((fit or {}).get("verdict") or {}).get("label")
 
     for an in analyses:
         s = an.summary["sweep"]
@@ -61,7 +88,8 @@ def make_figures(analyses: list[SweepAnalysis], out_dir: Path) -> tuple[dict[str
             var = pr["variable"]
             name = f"{_safe(s)}_probes_vs_{var}.png"
             keep(f"{s}|probes:{var}", name, plot_probes(pr, an.run_points.get(M.VAL_LOSS, {}).get(var),
-                                                       an.axis_fits.get(M.VAL_LOSS, {}).get(var), out_dir / name))
+                                                       an.axis_fits.get(M.VAL_LOSS, {}).get(var), out_dir / name,
+                                                       verdict(an.summary["axis_fits"].get(M.VAL_LOSS, {}).get(var))))
         for metric, by_var in an.run_points.items():
             lines = baseline_lines(baselines, metric)  # parent-run metrics baseline_<name>_<metric>
             for var, (x, y) in by_var.items():
@@ -69,11 +97,13 @@ def make_figures(analyses: list[SweepAnalysis], out_dir: Path) -> tuple[dict[str
                     continue
                 name = f"{_safe(s)}_{metric}_vs_{var}.png"
                 keep(f"{s}|axis:{metric}:{var}", name,
-                     plot_axis([(s, an.axis_fits[metric].get(var), x, y)], metric, var, out_dir / name, lines))
+                     plot_axis([(s, an.axis_fits[metric].get(var), x, y)], metric, var, out_dir / name, lines,
+                               verdict(an.summary["axis_fits"][metric].get(var))))
         for metric, fr in an.frontiers.items():
             name = f"{_safe(s)}_{metric}_frontier.png"
             keep(f"{s}|frontier:{metric}", name, plot_frontier([(s, an.curves[metric], fr)], metric, out_dir / name,
-                                                              baseline_lines(baselines, metric)))
+                                                              baseline_lines(baselines, metric),
+                                                              verdict(an.summary["frontier"].get(metric))))
             profiles = fr.get("approach2", {}).get("profiles", [])
             if profiles:
                 name = f"{_safe(s)}_{metric}_isoflop.png"
@@ -86,7 +116,7 @@ def make_figures(analyses: list[SweepAnalysis], out_dir: Path) -> tuple[dict[str
             if panels_for(compared, metric):
                 name = f"compare_{_safe(metric)}.png"
                 keep(f"compare:{metric}", name, plot_target(compared, metric, out_dir / name))
-    return figs, legends
+    return figs, legends, layouts
 
 
 def build_report(
@@ -122,13 +152,14 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     for d, an in zip(data, analyses, strict=True):
         snapshot.save(d, out / an.summary["runs_file"])
-    figures, legends = make_figures(analyses, out)
+    figures, legends, layouts = make_figures(analyses, out)
     fits = {
         "format": "engine-report/1",
         "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "sweeps": [an.summary for an in analyses],
         "figures": figures,
         "legends": legends,
+        "legend_layout": layouts,
         # each fit's "verdict" has one of these labels (engine.fit.verdict), defined here once
         "verdicts": {"order": list(ORDER), "definitions": DEFINITIONS},
     }
@@ -142,7 +173,8 @@ def build_report(
     probes = {s["sweep"]: probe_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items()
                                           if k.startswith(s["sweep"] + "|")}) for s in fits["sweeps"]}
     blocks = document(fits, figures, comparison_blocks(fits, figures) if several else None, extra=probes,
-                      decision=decision_blocks(decisions))
+                      decision=decision_blocks(decisions), summary=summary_blocks(fits),
+                      comparison_figures=comparison_figure_blocks(figures) if several else None)
     (out / "report.md").write_text(to_markdown(blocks))
     (out / "report.html").write_text(to_html(blocks, out))
     if log_to_mlflow:

@@ -2,8 +2,10 @@
 
 ``python -m engine.report --sweep A --sweep B …``: for each target (total validation loss, energy,
 forces, stress) one figure whose panels are the scale variables the sweeps cover (N, D, and the
-compute frontier C); in each panel every family's seed means, its chosen law, and the baselines as
-reference lines. A model family keeps one colour across its sweeps; each of its sweeps has its own marker.
+compute frontier C, drawn from compute sweeps only); in each panel every family's seed means, its chosen law
+styled by its verdict, and the baselines as reference lines. A model family keeps one colour across its sweeps;
+each of its sweeps has its own marker. The legend sits below the panels and names families, verdict styles and
+baselines once each (about ten entries at most); the numbers are in the tables.
 The comparison table gives one row per fit and sweep with its verdict (:mod:`engine.fit.verdict`): an exponent
 reads as a law only for a *law*; for a trend, plateau or at-baseline fit the estimate sits in its own column.
 The seed study's EquiformerV2 exponents (arXiv 2509.21811: 0.383 parameters,
@@ -20,30 +22,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from engine import metrics as M
 from engine.fit.frontier import frontier_band
+from engine.fit.verdict import AT_BASELINE, LAW, PLATEAU, TREND
 from engine.report.analyze import DEFAULT_METRICS, SweepAnalysis, fmt
 from engine.report.document import Block, _na, exponent_cells
 from engine.report.figures import (
     COLORS,
     VARIABLE_LABELS,
     baseline_lines,
-    beta_label,
-    frontier_beta_label,
     metric_label,
+    save_with_legend,
 )
+from engine.report.summary import family_label
 
 SEED_EXPONENTS = {M.N_PARAMS: 0.383, M.TRAIN_SIZE: 0.242, M.FLOPS_CUM: 0.339}  # EquiformerV2, L = α·X^−β
 SEED_SOURCE = "seed study, EquiformerV2 on OMat24 (arXiv 2509.21811), total validation loss"
 PLATEAU_SLOPE = 0.02  # |d log L / d log X| below this over the last decade: the family has plateaued
-
-
-def family(an: SweepAnalysis) -> str:
-    """Legend name of a sweep: its name and model family."""
-    models = an.summary.get("models") or []
-    return f"{an.summary['sweep']} ({', '.join(models)})" if models else an.summary["sweep"]
 
 
 FAMILY_COLORS = [*COLORS, "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
@@ -89,65 +87,83 @@ def last_decade_slope(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.polyfit(np.log(ux[keep]), np.log(uy[keep]), 1)[0])
 
 
+# a fitted line's style says its verdict (engine.fit.verdict); the legend explains each style once
+VERDICT_STYLES = {LAW: ("-", 2.0), TREND: ("--", 1.5), PLATEAU: ((0, (5, 2, 1, 2)), 1.4),
+                  AT_BASELINE: ((0, (1, 1.5)), 1.6)}
+BASELINE_STYLES = [(0, (1, 3)), (0, (4, 4)), (0, (1, 5)), (0, (6, 2, 1, 2, 1, 2))]
+
+
+def _verdict_of(fit: dict | None) -> str | None:
+    return ((fit or {}).get("verdict") or {}).get("label")
+
+
 def panels_for(analyses: list[SweepAnalysis], metric: str) -> list[str]:
+    """The panels of ``metric``'s figure: N and D where a sweep has final points on them, C where a compute sweep
+    has a frontier (a params or data sweep's final points are one budget per size, not a frontier)."""
     out = [v for v in (M.N_PARAMS, M.TRAIN_SIZE)
            if any(len(an.run_points.get(metric, {}).get(v, ([],))[0]) for an in analyses)]
-    if any(metric in an.frontiers for an in analyses):
+    if any(metric in an.frontiers and an.summary.get("axis") == "compute" for an in analyses):
         out.append(M.FLOPS_CUM)
     return out
 
 
 def plot_target(analyses: list[SweepAnalysis], metric: str, path: Path) -> list[str]:
-    """One figure for ``metric``: a panel per scale variable, every family overlaid, baselines as lines."""
+    """One figure for ``metric``, one row of panels (N, D, C), every family overlaid in its colour (each sweep its
+    marker), each fit's line styled by its verdict, baselines as grey dotted lines. The legend, below the panels,
+    names each family once, each verdict style once and each baseline once (details are in the tables)."""
     panels = panels_for(analyses, metric)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 0.6, 4.4), squeeze=False)
-    handles: dict[str, object] = {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 0.4, 4.0), squeeze=False)
+    families: dict[str, object] = {}
+    verdicts: set[str] = set()
+    baseline_style: dict[str, object] = {}
     style = styles(analyses)
-    for ax, var in zip(axes[0], panels):
+    for ax, var in zip(axes[0], panels, strict=True):
         y_focus: list[float] = []
-        for an, (c, marker) in zip(analyses, style):
-            tag = family(an)
+        for an, (c, marker) in zip(analyses, style, strict=True):
+            fam = family_label(an.summary)
             if var == M.FLOPS_CUM:
                 fr = an.frontiers.get(metric)
-                if not fr:
+                if not fr or an.summary.get("axis") != "compute":
                     continue
                 front = fr["frontier"]
                 y_focus.extend(float(v) for v in front["loss"])
-                h = ax.scatter(front["flops"], front["loss"], s=14, color=c, marker=marker)
-                handles.setdefault(f"{tag}: data", h)
+                ax.scatter(front["flops"], front["loss"], s=16, color=c, marker=marker, zorder=3)
+                families.setdefault(fam, Line2D([], [], color=c, marker="o", ls="-"))
                 law = fr.get("law", {})
+                verdict = _verdict_of(an.summary["frontier"].get(metric))
                 if "theta" in law:
                     grid = np.geomspace(min(front["flops"]) / 1.5, max(front["flops"]) * 3, 100)
                     mid, _, _ = frontier_band(law, grid)
-                    (h,) = ax.plot(grid, mid, color=c, lw=1.8)
-                    handles.setdefault(f"{tag}: L(C), {frontier_beta_label(law)}", h)
+                    ls, lw = VERDICT_STYLES.get(verdict, VERDICT_STYLES[TREND])
+                    ax.plot(grid, mid, color=c, ls=ls, lw=lw)
+                    verdicts.add(verdict or TREND)
                 continue
             x, y = an.run_points.get(metric, {}).get(var, (np.zeros(0), np.zeros(0)))
             if len(x) == 0:
                 continue
             ux, uy = geo_means(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
             y_focus.extend(uy.tolist())
-            h = ax.scatter(ux, uy, s=30, color=c, marker=marker, edgecolor="k", zorder=3)
-            handles.setdefault(f"{tag}: data", h)
+            ax.scatter(ux, uy, s=30, color=c, marker=marker, edgecolor="k", zorder=3)
+            families.setdefault(fam, Line2D([], [], color=c, marker="o", ls="-", markeredgecolor="k"))
             fit = an.axis_fits.get(metric, {}).get(var)
             if fit is not None and fit.best is not None:
+                verdict = _verdict_of(an.summary["axis_fits"].get(metric, {}).get(var))
+                ls, lw = VERDICT_STYLES.get(verdict, VERDICT_STYLES[TREND])
                 grid = np.geomspace(ux.min() / 1.5, ux.max() * 3, 100)
-                (h,) = ax.plot(grid, fit.best.predict(grid), color=c, lw=1.8)
-                handles.setdefault(f"{tag}: {fit.best.formula}, {beta_label(fit.best)}", h)
+                ax.plot(grid, fit.best.predict(grid), color=c, ls=ls, lw=lw)
+                verdicts.add(verdict or TREND)
         drawn = set()
         for an in analyses:
             for name, value in sorted(baseline_lines(an.summary["baselines"], metric).items()):
                 if (name, round(value, 12)) in drawn or not (np.isfinite(value) and value > 0):
                     continue
                 drawn.add((name, round(value, 12)))
-                label = f"baseline: {name}" + (f" ({an.summary['sweep']})" if len(analyses) > 1 else "")
-                h = ax.axhline(value, color="0.35", ls=(0, (1, 1 + len(drawn))), lw=1.2)
-                handles.setdefault(label, h)
+                ls = baseline_style.setdefault(name, BASELINE_STYLES[len(baseline_style) % len(BASELINE_STYLES)])
+                ax.axhline(value, color="0.45", ls=ls, lw=1.1)
                 y_focus.append(value)
-        ref = SEED_EXPONENTS.get(var)
+        ref = SEED_EXPONENTS.get(var) if metric == M.VAL_LOSS else None  # the seed's exponents are for the total loss
         if ref is not None:
-            ax.text(0.02, 0.03, f"seed study EquiformerV2: β = {ref}", transform=ax.transAxes, fontsize=7,
-                    color="0.3")
+            ax.set_title(f"seed study EquiformerV2: β = {ref}", fontsize=8, color="0.3")
         ax.set_xscale("log")
         ax.set_yscale("log")
         if y_focus:
@@ -158,15 +174,17 @@ def plot_target(analyses: list[SweepAnalysis], metric: str, path: Path) -> list[
         ax.set_ylabel(metric_label(metric), fontsize=9)
         ax.grid(True, which="both", alpha=0.25)
     fig.suptitle(f"{metric_label(metric)}: families side by side", fontsize=11)
-    labels = list(handles)
-    rows = -(-len(labels) // 2)  # the legend goes below the panels, two columns
-    fig.set_figheight(4.4 + 0.22 * rows)
-    bottom = (0.22 * rows + 0.15) / fig.get_figheight()
-    fig.legend([handles[k] for k in labels], labels, fontsize=7.5, loc="lower center", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, bottom, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return labels
+    handles = list(families.values())
+    labels = list(families)
+    for v in (LAW, TREND, PLATEAU, AT_BASELINE):
+        if v in verdicts:
+            ls, lw = VERDICT_STYLES[v]
+            handles.append(Line2D([], [], color="0.2", ls=ls, lw=lw))
+            labels.append(f"fit, {v}" + ("" if v == LAW else " (not a law)"))
+    for name, ls in baseline_style.items():
+        handles.append(Line2D([], [], color="0.45", ls=ls, lw=1.1))
+        labels.append(f"baseline: {name}")
+    return save_with_legend(fig, path, handles, labels, ncol=min(5, max(1, len(labels))))
 
 
 def comparison_summary(analyses: list[SweepAnalysis]) -> dict:
@@ -192,8 +210,8 @@ def _verdict_row(fit_name: str, sweep: str, v: dict | None, na: str, seed: str) 
 
 
 def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
-    """Verdicts side by side (exponents printed as laws only for *law*), the seed study's exponents, plateaus, and
-    one figure per target."""
+    """Verdicts side by side (exponents printed as laws only for *law*), the seed study's exponents and plateaus:
+    the first appendix (the figures are :func:`comparison_figure_blocks`)."""
     names = [s["sweep"] for s in fits["sweeps"]]
     rows = []
     keys = sorted({(m, v) for s in fits["sweeps"] for m, bv in s["axis_fits"].items() for v in bv})
@@ -215,7 +233,7 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
                 "law", {}) else ""
             rows.append(_verdict_row(f"{metric} vs C (frontier)", s["sweep"], fr.get("verdict"), na, seed))
     cmp = fits.get("comparison") or {}
-    blocks = [Block("h2", "Comparison"),
+    blocks = [Block("h2", "Appendix: every fit of every sweep, side by side"),
               Block("table", header=["fit", "sweep", "verdict", "law exponent [95 % CI]", "estimate (not a law)",
                                      "why / what is missing for a law", "seed study (EquiformerV2)"], rows=rows),
               Block("p", f"Seed study exponents for reference ({SEED_SOURCE}): "
@@ -236,7 +254,16 @@ def comparison_blocks(fits: dict, figures: dict[str, str]) -> list[Block]:
         blocks.append(Block("p", f"Local slope d log L / d log X over the last decade each sweep covers (least squares "
                                  f"through the seed means; |slope| < {PLATEAU_SLOPE} reads as a plateau):"))
         blocks.append(Block("table", header=["metric", *names], rows=slope_rows))
-    for key, path in figures.items():
-        if key.startswith("compare:"):
-            blocks.append(Block("img", path, header=[key.split(":", 1)[1]]))
     return blocks
+
+
+def comparison_figure_blocks(figures: dict[str, str]) -> list[Block]:
+    """The comparison figures, one per target, right after the summary table."""
+    imgs = [Block("img", path, header=[f"{key.split(':', 1)[1]}: families side by side (N, D, compute frontier)"])
+            for key, path in figures.items() if key.startswith("compare:")]
+    if not imgs:
+        return []
+    return [Block("h2", "Figures: families side by side"),
+            Block("p", "One figure per target: a family's colour across its sweeps, a line style per verdict (only a "
+                       "solid line is a law), the naive baselines in grey; frontiers from compute sweeps only."),
+            *imgs]

@@ -18,7 +18,7 @@ from engine.report.figures import metric_label
 
 @dataclass
 class Block:
-    kind: str  # h1 | h2 | h3 | p | table | img
+    kind: str  # h1 | h2 | h3 | h4 | p | table | img
     text: str = ""
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
@@ -305,10 +305,20 @@ def baseline_blocks(baselines: dict[str, float], metrics: list[str]) -> list[Blo
     return blocks
 
 
+def _demote(blocks: list[Block]) -> list[Block]:
+    """Headings one level down (h2 → h3, h3 → h4): a sweep's sections sit under its appendix heading."""
+    return [Block({"h2": "h3", "h3": "h4"}.get(b.kind, b.kind), b.text, b.header, b.rows) for b in blocks]
+
+
 def sweep_blocks(summary: dict, figures: dict[str, str], extra: list[Block] | None = None) -> list[Block]:
+    """One sweep's appendix: its protocol, every fit with its figure, the joint law, allocation, reference, trials."""
+    return [Block("h2", f"Appendix: sweep {summary['sweep']} (axis: {summary['axis']})"),
+            *_demote(_sweep_sections(summary, figures, extra))]
+
+
+def _sweep_sections(summary: dict, figures: dict[str, str], extra: list[Block] | None = None) -> list[Block]:
     status = ", ".join(f"{k} {v}" for k, v in sorted(summary["status_counts"].items()))
     blocks = [
-        Block("h2", f"Sweep {summary['sweep']} (axis: {summary['axis']})"),
         Block("p", (f"{summary['n_trials']} trials ({status}); models: {', '.join(summary['models']) or '—'}; "
                     f"MLflow: {summary['tracking_uri']}, parent run {summary['parent_run_id']}"
                     + (f"; runs: {summary['runs_file']}. " if summary.get("runs_file") else ". ")
@@ -407,15 +417,19 @@ def hpo_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
 
 
 def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None = None,
-             extra: dict[str, list[Block]] | None = None, decision: list[Block] | None = None) -> list[Block]:
-    """All blocks of a report: the ``decision`` section first (what the next compute buys,
-    engine.report.decision), the verdicts' definitions, the ``comparison`` blocks (several sweeps), then each
-    sweep (with its ``extra`` blocks after its per-axis laws)."""
+             extra: dict[str, list[Block]] | None = None, decision: list[Block] | None = None,
+             summary: list[Block] | None = None, comparison_figures: list[Block] | None = None) -> list[Block]:
+    """All blocks of a report, the page a researcher reads first, then appendices: the ``decision`` section (what
+    the next compute buys, engine.report.decision), the ``summary`` table (engine.report.summary), the verdicts'
+    definitions, the ``comparison_figures`` (several sweeps); then the appendices: the ``comparison`` table and
+    each sweep (with its ``extra`` blocks after its per-axis laws, its trials last)."""
     title = "Scaling report: " + " vs ".join(s["sweep"] for s in fits["sweeps"])
     blocks = [Block("h1", title), Block("p", f"Generated {fits['generated_utc']} by `python -m engine.report`; "
                                               "every number below is in fits.json.")]
     blocks += decision or []
+    blocks += summary or []
     blocks.append(verdict_definitions())
+    blocks += comparison_figures or []
     blocks += comparison or []
     for s in fits["sweeps"]:
         blocks += sweep_blocks(s, {k.split("|", 1)[1]: v for k, v in figures.items() if k.startswith(s["sweep"] + "|")},
@@ -426,7 +440,7 @@ def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None
 def to_markdown(blocks: list[Block]) -> str:
     out = []
     for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
+        if b.kind in ("h1", "h2", "h3", "h4"):
             out.append("#" * int(b.kind[1]) + " " + b.text)
         elif b.kind == "p":
             out.append(b.text)

@@ -1,6 +1,7 @@
 """PNG plots of a report: log-log data with fitted law and 95 % band, the frontier, IsoFLOP profiles.
 
-Axes carry units, scales are logarithmic, every plot has a legend. Matplotlib's Agg backend only.
+Axes carry units, scales are logarithmic, every plot has a legend, below its panels and never over their data
+(:func:`save_with_legend` checks and records where it sits). Matplotlib's Agg backend only.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.transforms import Bbox
 
 from engine import metrics as M
 from engine.fit.frontier import Curve, frontier_band
 from engine.fit.powerlaw import AxisFit
+from engine.fit.verdict import LAW
 
 METRIC_LABELS = {
     M.VAL_LOSS: "validation loss (weighted total, dimensionless)",
@@ -37,8 +40,8 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _finish(fig, ax, path: Path, title: str, outside: bool = False, y_focus: list[float] | None = None) -> list[str]:
-    """Log axes, legible ticks, legend, save; returns the legend's labels (fits.json records them).
+def _finish(fig, ax, path: Path, title: str, y_focus: list[float] | None = None) -> list[str]:
+    """Log axes, legible ticks, legend below the axes, save; returns the legend's labels (fits.json records them).
 
     ``y_focus``: values the y-range must show (data, fitted line); a 95 % band wider than that is clipped
     rather than allowed to squash the data into a sliver."""
@@ -55,14 +58,55 @@ def _finish(fig, ax, path: Path, title: str, outside: bool = False, y_focus: lis
     ax.yaxis.set_minor_formatter(plain if hi / lo < 30 else NullFormatter())
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
-    if outside:  # several sweeps: the legend is long, keep it off the data
-        leg = ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    else:
-        leg = ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    return save_with_legend(fig, path, handles, labels)
+
+
+# file name → where its legend sits (legend_layout), filled by save_with_legend; build.make_figures moves
+# each entry into fits.json's "legend_layout"
+LEGEND_LAYOUTS: dict[str, dict] = {}
+
+
+def legend_layout(fig, legend) -> dict:
+    """Where a drawn legend sits, in display coordinates: ``overlaps_data`` when its box meets the data area
+    (the axes rectangle) of any visible axes, ``inside_figure`` when it lies within the figure."""
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    hits = []
+    for i, ax in enumerate(fig.axes):
+        inter = Bbox.intersection(box, ax.get_window_extent(renderer)) if ax.get_visible() else None
+        if inter is not None and inter.width > 0 and inter.height > 0:
+            hits.append(i)
+    fb, tol = fig.bbox, 0.5  # half a pixel of rounding
+    inside = (box.x0 >= fb.x0 - tol and box.y0 >= fb.y0 - tol and box.x1 <= fb.x1 + tol and box.y1 <= fb.y1 + tol)
+    return {"entries": len(legend.get_texts()), "overlaps_data": bool(hits), "axes_overlapped": hits,
+            "inside_figure": bool(inside)}
+
+
+def save_with_legend(fig, path: Path, handles: list, labels: list[str], ncol: int = 2,
+                     fontsize: float = 8) -> list[str]:
+    """Put the legend below every panel, outside the data areas (constrained layout makes the room), with as
+    many columns as fit the figure's width; save at 110 dpi, record :func:`legend_layout`; returns the labels."""
+    fig.set_layout_engine("constrained")
+    leg = None
+    if labels:
+        ncol = max(1, min(ncol, len(labels)))
+        fig.set_figheight(fig.get_figheight() + 0.19 * -(-len(labels) // ncol))
+        for cols in range(ncol, 0, -1):  # fewer columns until the legend fits the figure's width
+            leg = fig.legend(handles, labels, loc="outside lower center", ncol=cols, fontsize=fontsize,
+                             frameon=False)
+            fig.canvas.draw()
+            if leg.get_window_extent().width <= fig.bbox.width:
+                break
+            if cols == 1:  # one column still too wide: widen the figure to hold it
+                fig.set_figwidth(leg.get_window_extent().width / fig.dpi + 0.3)
+                fig.canvas.draw()
+                break
+            leg.remove()
+        LEGEND_LAYOUTS[path.name] = legend_layout(fig, leg)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [t.get_text() for t in leg.get_texts()]
+    return [t.get_text() for t in leg.get_texts()] if leg is not None else []
 
 
 def _geo_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +120,10 @@ def plot_axis(
     variable: str,
     path: Path,
     baselines: dict[str, float] | None = None,
+    verdict: str | None = None,
 ) -> list[str]:
-    """Runs, seed means, the chosen law with its 95 % band (and the other form dashed), per sweep."""
+    """Runs, seed means, the chosen law with its 95 % band (and the other form dashed), per sweep; the law's
+    legend entry carries the fit's ``verdict`` label (engine.fit.verdict)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6) if len(series) == 1 else (10.0, 4.8))
     y_focus: list[float] = []
     for i, (name, fit, x, y) in enumerate(series):
@@ -94,7 +140,7 @@ def plot_axis(
         lo, hi = best.predict_interval(grid)
         ax.fill_between(grid, lo, hi, color=c, alpha=0.18, label=f"{tag}95 % band")
         y_focus.extend(np.asarray(best.predict(grid), dtype=float).tolist())
-        ax.plot(grid, best.predict(grid), color=c, lw=2, label=f"{tag}{best.formula}, {beta_label(best)}")
+        ax.plot(grid, best.predict(grid), color=c, lw=2, label=f"{tag}{best.formula}, {beta_label(best, verdict)}")
         for form, other in fit.fits.items():
             if form != fit.chosen:
                 ax.plot(grid, other.predict(grid), color=c, lw=1, ls="--", label=f"{tag}{other.formula} (not chosen)")
@@ -108,23 +154,32 @@ def plot_axis(
     y_focus.extend(draw_baselines(ax, baselines))
     ax.set_xlabel(VARIABLE_LABELS.get(variable, variable))
     ax.set_ylabel(metric_label(metric))
-    return _finish(fig, ax, path, f"{metric} vs {variable}", outside=len(series) > 1, y_focus=y_focus)
+    return _finish(fig, ax, path, f"{metric} vs {variable}", y_focus=y_focus)
 
 
-def beta_label(fit) -> str:
-    """The exponent as the legend states it: that the runs do not identify it, or its value, marked when the
-    fit is not converged or its report flags it (a legend must not print as a law what the text refuses)."""
-    if "beta" in (fit.not_identified or {}):
+def _exponent_label(beta: float, not_identified: bool, flagged: bool, verdict: str | None,
+                    converged: bool = True) -> str:
+    if verdict:  # the fit's graded verdict: "law: β=0.43", "plateau: β≈0.001"
+        if not_identified:
+            return f"{verdict}: β not identified by these runs"
+        return f"{verdict}: β={beta:.3g}" if verdict == LAW else f"{verdict}: β≈{beta:.3g}"
+    if not_identified:
         return "β not identified by these runs"
-    flag = " (not converged)" if not fit.converged else " (flagged, not a law)" if fit.flags else ""
-    return f"β={fit.params['beta']:.3g}{flag}"
+    return f"β={beta:.3g}" + (" (not converged)" if not converged else " (flagged, not a law)" if flagged else "")
 
 
-def frontier_beta_label(law: dict) -> str:
+def beta_label(fit, verdict: str | None = None) -> str:
+    """The exponent as the legend states it, led by the fit's ``verdict`` label; only a *law* prints "β=",
+    the others "β≈" (a legend must not print as a law what the text refuses). Without a verdict: the value,
+    marked when the fit is not converged or flagged, or that the runs do not identify it."""
+    return _exponent_label(fit.params["beta"], "beta" in (fit.not_identified or {}), bool(fit.flags), verdict,
+                           fit.converged)
+
+
+def frontier_beta_label(law: dict, verdict: str | None = None) -> str:
     """:func:`beta_label` for a frontier law as fits.json holds it (a dict)."""
-    if "beta" in (law.get("not_identified") or {}):
-        return "β not identified by these runs"
-    return f"β={law['params']['beta']:.3g}" + (" (flagged, not a law)" if law.get("flags") else "")
+    return _exponent_label(law["params"]["beta"], "beta" in (law.get("not_identified") or {}), bool(law.get("flags")),
+                           verdict)
 
 
 def baseline_lines(baselines: dict[str, float] | None, metric: str) -> dict[str, float]:
@@ -147,8 +202,9 @@ def draw_baselines(ax, lines: dict[str, float] | None) -> list[float]:
 
 
 def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path: Path,
-                  baselines: dict[str, float] | None = None) -> list[str]:
-    """Every run's curve (thin), the lower envelope (points) and L(C) = α·C^−β with its 95 % band."""
+                  baselines: dict[str, float] | None = None, verdict: str | None = None) -> list[str]:
+    """Every run's curve (thin), the lower envelope (points) and L(C) = α·C^−β with its 95 % band, its legend
+    entry led by the frontier's ``verdict`` label."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6) if len(series) == 1 else (10.0, 4.8))
     y_focus: list[float] = []
     for i, (name, curves, fr) in enumerate(series):
@@ -174,12 +230,12 @@ def plot_frontier(series: list[tuple[str, list[Curve], dict]], metric: str, path
                 ax.fill_between(grid, lo, hi, color="tab:red" if len(series) == 1 else c, alpha=0.18,
                                 label=f"{tag}95 % band")
             ax.plot(grid, mid, color="tab:red" if len(series) == 1 else c, lw=2,
-                    label=f"{tag}L = α·C^−β, {frontier_beta_label(law)}")
+                    label=f"{tag}L = α·C^−β, {frontier_beta_label(law, verdict)}")
             y_focus.extend(float(v) for v in mid)
     y_focus.extend(draw_baselines(ax, baselines))
     ax.set_xlabel(VARIABLE_LABELS[M.FLOPS_CUM])
     ax.set_ylabel(metric_label(metric))
-    return _finish(fig, ax, path, f"compute frontier: {metric}", outside=len(series) > 1, y_focus=y_focus)
+    return _finish(fig, ax, path, f"compute frontier: {metric}", y_focus=y_focus)
 
 
 def plot_hpo(trials: list[dict], rng: dict, best: dict[str, dict], path: Path) -> list[str]:
@@ -209,7 +265,7 @@ def plot_hpo(trials: list[dict], rng: dict, best: dict[str, dict], path: Path) -
     ax.plot([], [], color="0.5", ls="--", lw=1, label="searched LR range")
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel(metric_label(M.VAL_LOSS))
-    return _finish(fig, ax, path, "tuning: validation loss vs learning rate", outside=True, y_focus=y_focus)
+    return _finish(fig, ax, path, "tuning: validation loss vs learning rate", y_focus=y_focus)
 
 
 def plot_isoflop(profiles: list[dict], metric: str, path: Path) -> list[str]:

@@ -36,7 +36,7 @@ def to_html(blocks: list[Block], image_dir: Path) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<style>{CSS}</style></head><body>"]
     for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
+        if b.kind in ("h1", "h2", "h3", "h4"):
             parts.append(f"<{b.kind}>{e(b.text)}</{b.kind}>")
         elif b.kind == "p":
             parts.append(f"<p>{_inline(b.text)}</p>")

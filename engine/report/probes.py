@@ -70,9 +70,17 @@ def probe_summary(frame: pd.DataFrame, axis: str | None) -> dict:
     return out
 
 
-def plot_probes(summary: dict, loss_points: tuple[np.ndarray, np.ndarray] | None, loss_fit, path: Path) -> list[str]:
-    """The validation-loss law (first panel) and each probe metric against the same axis variable."""
-    from engine.report.figures import VARIABLE_LABELS, beta_label, metric_label, plt  # Agg backend set there
+def plot_probes(summary: dict, loss_points: tuple[np.ndarray, np.ndarray] | None, loss_fit, path: Path,
+                verdict: str | None = None) -> list[str]:
+    """The validation-loss law (first panel, labelled with its ``verdict``) and each probe metric against the same
+    axis variable."""
+    from engine.report.figures import (  # Agg backend set there
+        VARIABLE_LABELS,
+        beta_label,
+        metric_label,
+        plt,
+        save_with_legend,
+    )
 
     var = summary["variable"]
     metrics = list(summary["metrics"])
@@ -82,6 +90,7 @@ def plot_probes(summary: dict, loss_points: tuple[np.ndarray, np.ndarray] | None
     flat = list(axes.ravel())
     for ax in flat[1 + len(metrics):]:
         ax.set_visible(False)
+    handles: list = []
     labels: list[str] = []
     ax = flat[0]
     if loss_points is not None and len(loss_points[0]):
@@ -89,7 +98,7 @@ def plot_probes(summary: dict, loss_points: tuple[np.ndarray, np.ndarray] | None
         ax.scatter(x, y, s=18, color="tab:blue", label="runs")
         if loss_fit is not None and loss_fit.best is not None:
             grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, 100)
-            ax.plot(grid, loss_fit.best.predict(grid), color="tab:blue", lw=2, label=beta_label(loss_fit.best))
+            ax.plot(grid, loss_fit.best.predict(grid), color="tab:blue", lw=2, label=beta_label(loss_fit.best, verdict))
         _y_scale(ax, y)
     ax.set_title("validation loss", fontsize=10)
     ax.set_ylabel(metric_label(M.VAL_LOSS), fontsize=8)
@@ -97,7 +106,7 @@ def plot_probes(summary: dict, loss_points: tuple[np.ndarray, np.ndarray] | None
         ax = flat[k]
         pts = summary["metrics"][m]
         x, y = np.asarray(pts["x"], float), np.asarray(pts["y"], float)
-        ax.scatter(x, y, s=18, color="tab:red", label="runs")
+        ax.scatter(x, y, s=18, color="tab:red", label="runs (probes)")
         ux = np.unique(x)
         ax.plot(ux, [y[x == u].mean() for u in ux], color="tab:red", lw=1, marker="o", ms=4, label="mean per value")
         if m == NVE_STABLE:
@@ -115,14 +124,13 @@ def plot_probes(summary: dict, loss_points: tuple[np.ndarray, np.ndarray] | None
         ax.set_xlabel(VARIABLE_LABELS.get(var, var), fontsize=8)
         ax.grid(True, which="both", alpha=0.25)
         ax.tick_params(labelsize=7)
-        if k < 2 and ax.get_legend_handles_labels()[0]:  # the loss panel and the first probe explain the marks
-            leg = ax.legend(fontsize=7, loc="best")
-            labels += [t.get_text() for t in leg.get_texts()]
+        if k < 2:  # the loss panel and the first probe explain the marks, in one legend below the panels
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
     fig.suptitle(f"physical probes vs {var}, beside the validation-loss law", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return labels
+    return save_with_legend(fig, path, handles, labels, ncol=4, fontsize=7)
 
 
 def _y_scale(ax, y: np.ndarray) -> None:

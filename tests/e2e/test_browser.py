@@ -5,7 +5,8 @@ here), starts the MLflow UI with :func:`engine.ui.start_ui`, and drives Debian's
 through Playwright: the sweep's experiment lists its trial runs, a trial's page shows its
 metrics, its artifacts (checkpoint, config, metrics), its system metrics and its dataset input, the
 Model Registry shows one version per size, and ``reports/<sweep>/report.html`` shows its plots and
-fitted exponents. Screenshots
+fitted exponents. A report built from runs files (no Ray) opens with the decision section and the summary table,
+its detail in appendices, every figure loaded with its legend clear of the data. Screenshots
 go to ``$ENGINE_TEST_ARTIFACTS`` (default ``./test-artifacts``) under ``browser/``.
 """
 
@@ -116,15 +117,114 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def page(sweep: dict) -> Iterator:
-    from playwright.sync_api import sync_playwright  # the Python driver only; the browser is Debian's
+def browser() -> Iterator:
+    """Debian's Chromium, headless, driven by Playwright's Python driver."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(sweep: dict, browser) -> Iterator:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def first_screen(browser, report: Path, png: Path, width: int = 1280, height: int = 800) -> dict:
+    """Open ``report`` (a report.html) at width × height, save its first screen to ``png``; returns what the page
+    shows: its h1/h2 headings in order, the tag of the first element after the title's paragraph, every image's
+    load state and displayed size."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        page.goto(report.as_uri(), wait_until="load")
+        shown = page.evaluate("""() => ({
+            headings: Array.from(document.querySelectorAll('h1, h2')).map(h => [h.tagName, h.textContent]),
+            order: Array.from(document.body.children).slice(0, 3).map(e => e.tagName),
+            images: Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0,
+                width: i.getBoundingClientRect().width, natural: i.naturalWidth})),
+        })""")
+        page.screenshot(path=str(png))
+        return shown
+    finally:
+        page.close()
+
+
+def _runs_files(folder: Path) -> list[Path]:
+    """Two families as runs files (engine.report --runs): a compute grid of 4 sizes × 2 seeds × 5 rungs on a known
+    surface, and a params sweep of a family whose loss does not move with N (a plateau)."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from engine import metrics as M
+    from engine.report import snapshot
+    from engine.report.collect import SweepData
+
+    rng = np.random.default_rng(0)
+    grid, flat = [], []
+    for i, n in enumerate([1e4, 4e4, 1.6e5, 6.4e5]):
+        for s in range(2):
+            for r, c in enumerate(np.geomspace(1e12, 1e15, 5)):
+                d = c / (50.0 * n**1.2)
+                loss = (1.0 + 40.0 * n**-0.3 + 200.0 * d**-0.42) * math.exp(rng.normal(0, 0.01))
+                grid.append({"sweep": "toy-compute", "run_id": f"c{i}-s{s}", "trial_id": f"c{i}-s{s}",
+                             "axis": "compute", "model": "toy", "preset": f"c{i}", "n_params": n, "train_size": 1e3,
+                             "seed": float(s), "status": "FINISHED", "engine_status": "completed", "epoch": 1.0,
+                             M.REPORT: float(r + 1), M.RUNG: float(r), M.EPOCHS_RUN: d / 1e3, M.FLOPS_CUM: c,
+                             M.FLOPS_SPENT: 1.2 * c, M.WALL_S: 1.2e-12 * c, M.VAL_LOSS: loss,
+                             f"val_{M.FORCES_MAE}": 10 * loss})
+            flat.append({"sweep": "flat-params", "run_id": f"f{i}-s{s}", "trial_id": f"f{i}-s{s}", "axis": "params",
+                         "model": "flat", "preset": f"f{i}", "n_params": n, "train_size": 500.0, "seed": float(s),
+                         "status": "FINISHED", "engine_status": "completed", "epoch": 5.0, M.REPORT: 5.0,
+                         M.EPOCHS_RUN: 5.0, M.FLOPS_CUM: 1e9 * n, M.FLOPS_SPENT: 1e9 * n, M.WALL_S: 10.0,
+                         M.VAL_LOSS: 3.0 * (1 + 0.003 * (-1) ** (i + s)),
+                         f"val_{M.FORCES_MAE}": 777.0 * (1 + 0.002 * (-1) ** (i + s))})
+    files = []
+    for name, axis, rows in (("toy-compute", "compute", grid), ("flat-params", "params", flat)):
+        data = SweepData(name, "none", "0", None, axis, pd.DataFrame(rows),
+                         baselines={"baseline_predict_zero_val_loss": 50.0,
+                                    "baseline_predict_zero_val_forces_mae_mev_per_a": 777.0})
+        files.append(snapshot.save(data, folder / f"{name}.json"))
+    return files
+
+
+@pytest.fixture(scope="module")
+def runs_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-family comparison report built from runs files (no Ray, no MLflow store): its folder."""
+    from engine.report.build import build_report
+
+    root = tmp_path_factory.mktemp("one-page")
+    return build_report([], runs=_runs_files(root), out_dir=root / "report", n_boot=30, log_to_mlflow=False)
+
+
+def test_report_html_opens_with_the_decision_and_every_figure_loads_clear_of_its_legend(runs_report: Path,
+                                                                                        browser) -> None:
+    fits = json.loads((runs_report / "fits.json").read_text())
+    shown = first_screen(browser, runs_report / "report.html", artifacts_dir() / "report_first_screen.png")
+    # the title, its one-line paragraph, then the decision section: nothing comes before the answer
+    assert shown["order"] == ["H1", "P", "H2"], shown["order"]
+    h2 = [text for tag, text in shown["headings"] if tag == "H2"]
+    assert h2[:2] == ["What the next compute buys", "Summary: one verdict per family, target and scale"], h2
+    appendix = [i for i, text in enumerate(h2) if text.startswith("Appendix: ")]
+    assert appendix and appendix == list(range(appendix[0], len(h2))), h2  # the detail comes last, all of it
+    assert any(text == "Appendix: sweep flat-params (axis: params)" for text in h2)
+    images = shown["images"]
+    assert len(images) == len(fits["figures"]), (len(images), len(fits["figures"]))
+    assert all(img["ok"] and img["width"] > 0 for img in images), [i for i in images if not i["ok"]]
+    # every figure's legend was measured at save time: inside the figure, off every panel's data area
+    layout = fits["legend_layout"]
+    assert set(layout) == set(fits["figures"].values())
+    assert all(v["inside_figure"] and not v["overlaps_data"] for v in layout.values()), layout
+    assert all(v["entries"] <= 10 for v in layout.values()), {k: v["entries"] for k, v in layout.items()}
 
 
 def test_mlflow_ui_lists_the_sweep_runs_and_their_metrics(sweep: dict, page) -> None:

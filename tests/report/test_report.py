@@ -105,8 +105,16 @@ def test_two_sweeps_make_one_comparison_report(mlflow_store, tmp_path):
     assert code == 0
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert md.startswith("# Scaling report: params-tiny vs params-other")
-    assert "## Comparison" in md and ("| fit | sweep | verdict | law exponent [95 % CI] | estimate (not a law) | "
-                                      "why / what is missing for a law | seed study (EquiformerV2) |") in md
+    assert "## Appendix: every fit of every sweep, side by side" in md and (
+        "| fit | sweep | verdict | law exponent [95 % CI] | estimate (not a law) | "
+        "why / what is missing for a law | seed study (EquiformerV2) |") in md
+    # one page first: the decision section, one summary table (family × target), the figures; then appendices
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads[:3] == ["## What the next compute buys", "## Summary: one verdict per family, target and scale",
+                         "## Figures: families side by side"], heads
+    assert all(h.startswith("## Appendix: ") for h in heads[3:]) and len(heads) == 6, heads
+    assert "| family | target | vs N (params sweep) |" in md and md.count("| family | target |") == 1
+    assert "## Appendix: sweep params-tiny (axis: params)" in md and "### Trials" in md
     assert (tmp_path / "cmp" / "compare_val_loss.png").is_file()
 
 
@@ -203,10 +211,14 @@ def test_comparison_one_figure_per_target_with_plateau_and_seed_exponents(mlflow
     for metric in ("val_loss", "val_energy_mae_mev_per_atom", "val_forces_mae_mev_per_a"):
         assert fits["figures"][f"compare:{metric}"] == f"compare_{metric}.png"
     labels = fits["legends"]["compare_val_forces_mae_mev_per_a.png"]
-    # both families in the one force figure, with the baseline as a reference line
-    assert any(lab.startswith("params-tiny (equiformer_v2): L") for lab in labels)
-    assert any(lab.startswith("params-other (transformer): L") for lab in labels)
-    assert any(lab.startswith("baseline: predict zero") for lab in labels)
+    # both families in the one force figure, each named once, line styles named by verdict, the baseline once
+    assert {"equiformer_v2 p-ladder", "transformer p-ladder", "baseline: predict zero"} <= set(labels), labels
+    assert any(lab.startswith("fit, ") for lab in labels) and len(labels) <= 10
+    assert not any("flagged" in lab for lab in labels)
+    # every legend was measured when saved: below the panels, never over a data area, inside the figure
+    layout = fits["legend_layout"]
+    assert set(layout) == {name for name, labels in fits["legends"].items() if labels}
+    assert all(not v["overlaps_data"] and v["inside_figure"] for v in layout.values()), layout
     slopes = fits["comparison"]["last_decade_slope"]["val_forces_mae_mev_per_a"]["n_params"]
     # the transformer's force error with a 3 eV/Å floor flattens more than EquiformerV2's
     assert abs(slopes["params-other"]) < abs(slopes["params-tiny"])
@@ -246,4 +258,5 @@ def test_legend_marks_a_flagged_exponent(tmp_path, sweep_logger):
     label = next(lab for lab in fits["legends"]["floor_val_forces_mae_mev_per_a_vs_n_params.png"]
                  if lab.startswith("L = "))
     assert "beta" not in chosen["not_identified"] and chosen["flags"]
-    assert label.endswith("(flagged, not a law)")
+    verdict = axis["verdict"]["label"]
+    assert verdict != "law" and label.endswith(f"{verdict}: β≈{chosen['params']['beta']:.3g}"), label
