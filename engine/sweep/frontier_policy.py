@@ -24,8 +24,11 @@ rung table only, never on which trial arrived first):
 3. **Out of reach**: a size that is behind is stopped only when an optimistic bound on its remaining
    improvement cannot reach the envelope by the last budget: its loss projected to the last budget along its
    steepest secant so far (plus a slack, and never shallower than ``min_slope``) stays above the best
-   loss measured at this rung (the envelope can only fall) by more than the margin. Before a size has two
-   rungs there is no secant and ``slope_cap`` is its assumed steepest slope.
+   loss measured at this rung (the envelope can only fall) by more than the margin. Real curves are convex
+   only once training is under way: in warmup, or on the plateau a large model sits on for its first steps,
+   the loss falls slowly and then fast. So the measured secants are used as a bound only once the latest is
+   no steeper than the one before (the curve has started to flatten); until then the assumed steepest slope
+   is ``slope_cap`` (or a measured secant plus slack, if steeper).
 4. Never stop a size because a smaller one is ahead (that is rule 3's bound, not a ranking).
 
 The noise margin is in log L (a relative difference). A seed's offset that persists over rungs keeps the
@@ -279,8 +282,10 @@ class FrontierPolicy:
             if size in h:
                 pts.append((math.log(cfg.budgets[r]), h[size][0]))
         secants = [-(y1 - y0) / (x1 - x0) for (x0, y0), (x1, y1) in itertools.pairwise(pts)]
-        if not secants:
-            return cfg.slope_cap
+        if len(secants) < 2 or secants[-1] > secants[-2]:
+            # no sign yet that the curve has entered its convex part: a large model in warmup or on its initial
+            # plateau falls slowly first and fast later, so its secants so far bound nothing
+            return max([cfg.slope_cap, *(v + cfg.slope_slack for v in secants)])
         return max(max(secants) + cfg.slope_slack, cfg.min_slope)
 
     # -- persistence -------------------------------------------------------------------------

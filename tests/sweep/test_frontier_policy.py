@@ -62,8 +62,17 @@ def test_a_size_that_cannot_reach_the_envelope_is_stopped_out_of_reach() -> None
     curves = {"p0-s0": [4.0, 3.5, 3.2, 3.0, 2.9, 2.85], "p3-s0": [30.0, 25.0, 22.0, 20.0, 19.0, 18.5]}
     policy = run_synchronous(_policy({"p0": 1e4, "p3": 1e7}), curves)
     stop = policy.stops["p3-s0"]
-    assert stop.rule == "out of reach" and stop.rung == 1  # rung 0 has no secant: slope_cap 1.0 keeps it
+    # rungs 0 and 1 assume slope_cap (1.0): one secant does not show that the curve has started to flatten
+    assert stop.rule == "out of reach" and stop.rung == 2
     assert "p0-s0" not in policy.stops
+
+
+def test_a_large_size_still_in_warmup_is_not_judged_by_its_flat_start() -> None:
+    # p3 sits at its initial loss for a rung (warmup, or one step of a large model), then falls fast and wins:
+    # its first secants (0, then steeper) bound nothing about what comes next
+    curves = {"p0-s0": [4.0, 3.5, 3.2, 3.0, 2.9, 2.85], "p3-s0": [30.0, 30.0, 20.0, 8.0, 3.0, 2.0]}
+    policy = run_synchronous(_policy({"p0": 1e4, "p3": 1e7}), curves)
+    assert "p3-s0" not in policy.stops and policy.status("p3-s0") == "finished"
 
 
 def _noisy_study(seed: int) -> dict[str, list[float]]:
