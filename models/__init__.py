@@ -33,6 +33,7 @@ _FAMILY_MODULES = {
     "fcn": "models.fcn",
     "schnet": "models.schnet",
     "equiformer_v2": "models.equiformer_v2.model",
+    "mace": "models.mace",
 }
 _REGISTRY: dict[str, type[Potential]] = {}
 _PRESETS: dict[str, dict[str, dict]] = {}

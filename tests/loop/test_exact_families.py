@@ -20,6 +20,7 @@ FAMILIES = {  # (preset, model_config): each a few seconds here
     "transformer": (None, {"d_model": 16, "depth": 1, "heads": 2}),
     "schnet": ("s0", {}),
     "equiformer_v2": ("e0", {}),  # edge_roll: random (the default): a generator of the model's own
+    "mace": ("m0", {}),  # owns no generator
 }
 BATCH, STEPS_PER_EPOCH = 4, 6  # 24 training structures
 

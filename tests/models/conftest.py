@@ -96,6 +96,22 @@ CASES: list[Case] = [
             "max_neighbors": 0,
         },
     ),
+    # L 1, correlation 3, two interactions: every mace block at its smallest, Cu and Ni only
+    Case(
+        "mace",
+        "mace",
+        {
+            "num_channels": 4,
+            "max_l": 1,
+            "correlation": 3,
+            "max_ell": 2,
+            "radial_mlp_width": 8,
+            "radial_mlp_depth": 1,
+            "elements": "28,29",
+            "cutoff": 4.0,
+            "max_neighbors": 0,
+        },
+    ),
 ]
 
 
