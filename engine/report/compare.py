@@ -90,7 +90,7 @@ def last_decade_slope(x: np.ndarray, y: np.ndarray) -> float | None:
 # a fitted line's style says its verdict (engine.fit.verdict); the legend explains each style once
 VERDICT_STYLES = {LAW: ("-", 2.0), TREND: ("--", 1.5), PLATEAU: ((0, (5, 2, 1, 2)), 1.4),
                   AT_BASELINE: ((0, (1, 1.5)), 1.6)}
-BASELINE_STYLES = [(0, (1, 3)), (0, (4, 4)), (0, (1, 5)), (0, (6, 2, 1, 2, 1, 2))]
+BASELINE_STYLES = [(0, (1, 2)), (0, (1, 5)), (0, (2, 2, 1, 2)), (0, (1, 1, 1, 4))]  # grey, dotted
 
 
 def _verdict_of(fit: dict | None) -> str | None:

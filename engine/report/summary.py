@@ -35,7 +35,8 @@ def family_label(summary: dict) -> str:
 
 
 def verdict_cell(fit: dict | None) -> str:
-    """"**law** β = 0.43 [0.16, 0.49]; 5 points × 1 seed", or "**plateau** β ≈ 0.001 (estimate, not a law); …"."""
+    """"**law** β = 0.431 [0.16, 0.49]; 5 pts × 1 seed", or "**plateau** β ≈ 0.001 (est.); 4 pts × 2 seeds": only a
+    law's exponent with its interval, any other estimate to two digits and marked."""
     if not fit:
         return "—"
     if "not_available" in fit:
@@ -54,9 +55,9 @@ def verdict_cell(fit: dict | None) -> str:
             parts.append(f"{sym} = {fmt(e['value'])}" + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None
                                                           else ""))
         else:
-            parts.append(f"{sym} ≈ {fmt(e['value'])} (estimate, not a law)")
+            parts.append(f"{sym} ≈ {fmt(e['value'], 2)} (est.)")
     n, seeds = v.get("n_points"), v.get("min_seeds")
-    support = f"{n} point{'s' if n != 1 else ''} × {seeds} seed{'s' if seeds != 1 else ''}"
+    support = f"{n} pt{'s' if n != 1 else ''} × {seeds} seed{'s' if seeds != 1 else ''}"
     return " ".join([f"**{v['label']}**", *parts]) + f"; {support}"
 
 
@@ -105,15 +106,13 @@ def summary_blocks(fits: dict) -> list[Block]:
                 text = verdict_cell(fit)
                 if var == M.FLOPS_CUM and s.get("axis") != "compute" and text not in ("—", "not available"):
                     text += f" (final points of the {s.get('axis')} sweep)"
-                if more:
-                    text += f" (+{more} more sweep{'s' if more > 1 else ''}: appendix)"
-                    others = True
+                others = others or more > 0
                 row.append(text)
             rows.append(row)
     note = ("One verdict per fit (defined below): an exponent with its 95 % interval is printed only for a *law*; "
-            "≈ marks an estimate that is not a law. Points: scale values fitted; seeds: the fewest at any point. "
+            "\"≈ … (est.)\" is an estimate, not a law. pts: scale values fitted; seeds: the fewest at any of them. "
             "N from the family's params sweep, D from its data sweep, C from its compute sweep's frontier (annealed "
-            "points)" + ("; the other sweeps' fits of a cell are in the appendices" if others else "")
+            "points)" + ("; the frontiers of its params and data sweeps are in the appendices" if others else "")
             + ". Every fit's detail, figures and trials follow as appendices.")
     return [Block("h2", "Summary: one verdict per family, target and scale"),
             Block("table", header=["family", "target", *(COLUMNS[v][0] for v in used)], rows=rows),

@@ -21,9 +21,9 @@ def _verdict(label: str, beta: float, ci, n: int = 5, seeds: int = 1) -> dict:
 
 def test_only_a_law_prints_its_exponent_with_an_interval():
     assert verdict_cell({"verdict": _verdict("law", 0.431, [0.16, 0.49])}) == \
-        "**law** β = 0.431 [0.16, 0.49]; 5 points × 1 seed"
+        "**law** β = 0.431 [0.16, 0.49]; 5 pts × 1 seed"
     assert verdict_cell({"verdict": _verdict("plateau", 0.00044, [-0.01, 0.01], 4, 2)}) == \
-        "**plateau** β ≈ 0.00044 (estimate, not a law); 4 points × 2 seeds"
+        "**plateau** β ≈ 0.00044 (est.); 4 pts × 2 seeds"
     assert verdict_cell({"not_available": "2 distinct n_params values"}) == "not available"
     assert verdict_cell(None) == "—"
 
@@ -46,13 +46,14 @@ def test_summary_is_one_table_family_by_target_with_a_column_per_scale():
     rows = {r[0]: r for r in t.rows}
     assert set(rows) == {"transformer t-ladder", "transformer p-ladder"}
     tr = rows["transformer t-ladder"]
-    assert tr[2].startswith("**plateau** β ≈ 0.3 (estimate, not a law)") and "[" not in tr[2]
+    assert tr[2] == "**plateau** β ≈ 0.3 (est.); 5 pts × 1 seed"
     # C from the compute sweep's frontier; the params and data sweeps' final-point frontiers are in the appendix
-    assert tr[4] == "**law** β = 0.35 [0.3, 0.4]; 7 points × 2 seeds (+2 more sweeps: appendix)"
+    assert tr[4] == "**law** β = 0.35 [0.3, 0.4]; 7 pts × 2 seeds"
     # a family without a compute sweep: its params sweep's final points, said so
     assert rows["transformer p-ladder"][4].endswith("(final points of the params sweep)")
     assert rows["transformer p-ladder"][3] == "—"
-    assert "| family | target |" in to_markdown(blocks)
+    md = to_markdown(blocks)
+    assert "| family | target |" in md and "the frontiers of its params and data sweeps are in the appendices" in md
 
 
 def test_legend_layout_flags_a_legend_over_the_data_and_clears_one_below(tmp_path):
