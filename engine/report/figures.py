@@ -56,10 +56,21 @@ def _finish(fig, ax, path: Path, title: str, y_focus: list[float] | None = None)
     lo, hi = ax.get_ylim()
     # minor labels only while they cannot collide (a short range); otherwise decades alone
     ax.yaxis.set_minor_formatter(plain if hi / lo < 30 else NullFormatter())
+    x_lo, x_hi = ax.get_xlim()  # x minor labels at 2 and 5 only, and only over < 2 decades: 3×10⁴ and 4×10⁴ collide
+    ax.xaxis.set_minor_formatter(FuncFormatter(_minor_2_5) if x_hi / x_lo < 100 else NullFormatter())
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.25)
     handles, labels = ax.get_legend_handles_labels()
     return save_with_legend(fig, path, handles, labels)
+
+
+def _minor_2_5(v: float, _pos=None) -> str:
+    """A log axis' minor tick label at 2·10^k and 5·10^k, none elsewhere."""
+    if not (np.isfinite(v) and v > 0):
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    m = round(v / 10.0**e)
+    return f"${m}\\times10^{{{e}}}$" if m in (2, 5) else ""
 
 
 # file name → where its legend sits (legend_layout), filled by save_with_legend; build.make_figures moves
