@@ -419,6 +419,19 @@ def _answer(out: dict, options: list[Option], label: str) -> str:
     return text + "."
 
 
+def _num(v: object, spec: str) -> str:
+    return format(v, spec) if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+
+def _iv(v: list | None, mid: str = ".4g") -> str:
+    """"estimate [lo, hi]" of a [estimate, lo, hi] triple whose entries may be None (NaN in fits.json)."""
+    if not v or v[0] is None:
+        return "not identified"
+    if len(v) < 3 or v[1] is None or v[2] is None:
+        return _num(v[0], mid)
+    return f"{_num(v[0], mid)} [{_num(v[1], '.3g')}, {_num(v[2], '.3g')}]"
+
+
 def decision_blocks(decisions: list[dict]) -> list:
     """The section's blocks (engine.report.document.Block), first in the report after its title."""
     from engine.report.document import Block
@@ -439,10 +452,10 @@ def decision_blocks(decisions: list[dict]) -> list:
             if one is not None:
                 v = one["verdict"]
                 reasons = f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""
-                rows = [[f"{o['factor']:g}×", o["what"] + (" †" if o["outside"] else ""), f"{o['n_params']:.3g}",
-                         f"{o['structures']:.3g}", f"{o['flops']:.3g}",
-                         f"{o['hours']:.3g}" if o["hours"] is not None else "—",
-                         "{:.4g} [{:.3g}, {:.3g}]".format(*o["loss"][M.VAL_LOSS])] for o in one["options"]]
+                rows = [[f"{o['factor']:g}×", o["what"] + (" †" if o["outside"] else ""), _num(o['n_params'], '.3g'),
+                         _num(o['structures'], '.3g'), _num(o['flops'], '.3g'),
+                         _num(o['hours'], '.3g') if o["hours"] is not None else "—",
+                         _iv(o["loss"][M.VAL_LOSS])] for o in one["options"]]
                 blocks += [Block("p", f"**Answer.** {one['answer']}"),
                            Block("p", f"Verdict on {one['formula']} against "
                                       f"{'N' if one['variable'] == 'n_params' else 'D'}: **{v['label']}**{reasons}."),
@@ -454,16 +467,16 @@ def decision_blocks(decisions: list[dict]) -> list:
             continue
         v = dec["verdict"]
         p, ci = law["params"], law["ci95"]
-        cells = ", ".join(f"{k} = {p[k]:.4g} [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" if ci.get(k) and None not in ci[k]
-                          else f"{k} = {p[k]:.4g}" for k in ("E", "A", "a", "B", "b") if p.get(k) is not None)
+        cells = ", ".join(f"{k} = {_iv([p[k], *(ci.get(k) or [None, None])])}"
+                          for k in ("E", "A", "a", "B", "b") if p.get(k) is not None)
         reasons = f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""
         blocks += [Block("p", f"**Answer.** {dec['answer']}"),
                    Block("p", f"Verdict on L(N, D): **{v['label']}**{reasons}. {law['formula']}: {cells} (log-R² "
-                              f"{law['r2_log']:.3f}, {dec['n_points']} points of {dec['n_runs']} runs).")]
+                              f"{_num(law['r2_log'], '.3f')}, {dec['n_points']} points of {dec['n_runs']} runs).")]
         al = dec["allocation"]
 
         def rng(x: list) -> str:
-            return f"{x[0]:.3g} [{x[1]:.3g}, {x[2]:.3g}]" if x[1] is not None else f"{x[0]:.3g}"
+            return _iv(x, ".3g")
 
         one = " (γ = 1 assumed: one size, or a counted cost that does not grow with N)" if dec["cost"]["one_size"] \
             else ""
@@ -474,18 +487,19 @@ def decision_blocks(decisions: list[dict]) -> list:
         header = ["compute", "spent on", "N", "D seen", "FLOPs", "hours"]
         header += [TARGETS[m][0] + (f" ({TARGETS[m][1]})" if TARGETS[m][1] else "") for m in metrics]
         b = dec["best"]
-        rows = [["1× (measured)", "best run", f"{b['n_params']:.3g}", f"{b['structures']:.3g}", f"{b['flops']:.3g}",
-                 "—", *[f"{b['measured'][m]:.4g}" if m in b["measured"] else "—" for m in metrics]]]
+        where = [_num(b["n_params"], ".3g"), _num(b["structures"], ".3g"), _num(b["flops"], ".3g")]
+        rows = [["1× (measured)", "best run", *where,
+                 "—", *[_num(b["measured"][m], ".4g") if m in b["measured"] else "—" for m in metrics]]]
         at = b.get("law") or {}
-        rows.append(["1× (the law)", "best run", f"{b['n_params']:.3g}", f"{b['structures']:.3g}", f"{b['flops']:.3g}",
-                     "—", *[f"{at[m][0]:.4g} [{at[m][1]:.3g}, {at[m][2]:.3g}]" if m in at else "not identified"
+        rows.append(["1× (the law)", "best run", *where,
+                     "—", *[_iv(at[m]) if m in at else "not identified"
                             for m in metrics]])
         for o in dec["options"]:
-            vals = [f"{o['loss'][m][0]:.4g} [{o['loss'][m][1]:.3g}, {o['loss'][m][2]:.3g}]" if o["loss"].get(m)
+            vals = [_iv(o["loss"][m]) if o["loss"].get(m)
                     else "not identified" for m in metrics]
-            hours = f"{o['hours']:.3g}" if o["hours"] is not None else "—"
-            rows.append([f"{o['factor']:g}×", o["what"] + (" †" if o["outside"] else ""), f"{o['n_params']:.3g}",
-                         f"{o['structures']:.3g}", f"{o['flops']:.3g}", hours, *vals])
+            hours = _num(o['hours'], '.3g') if o["hours"] is not None else "—"
+            rows.append([f"{o['factor']:g}×", o["what"] + (" †" if o["outside"] else ""), _num(o['n_params'], '.3g'),
+                         _num(o['structures'], '.3g'), _num(o['flops'], '.3g'), hours, *vals])
         blocks += [Block("table", header=header, rows=rows),
                    Block("p", f"Hours: {dec['hardware']}, from the trials' wall seconds per counted FLOP per size. "
                               "† outside the measured range (an extrapolation of the law). A target whose own joint "

@@ -146,3 +146,15 @@ def test_a_params_sweep_alone_answers_along_n_and_says_d_is_unmeasured() -> None
     assert "more data (one D measured): not measured" in dec["answer"]
     md = decision_markdown([dec])
     assert "**Answer.**" in md and "No joint law L(N, D)" in md
+
+
+def test_missing_interval_ends_and_estimates_render_as_words() -> None:
+    pts, _ = annealed_points(compute_sweep(seeds=1))
+    dec = decide_family(FamilyPoints("toy", ["grid"], pts), n_boot=20)
+    dec["allocation"]["a"] = [0.5, None, None]  # a bootstrap that gave no interval (NaN → null in fits.json)
+    dec["law"]["ci95"]["E"] = [None, 2.0]
+    dec["options"][0]["loss"][M.VAL_LOSS] = [None, None, None]
+    dec["options"][1]["hours"] = None
+    dec["options"][1]["n_params"] = None
+    md = decision_markdown([dec])
+    assert "N_opt ∝ C^a with a = 0.5," in md and "| not identified |" in md and "n/a" in md
