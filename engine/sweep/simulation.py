@@ -48,6 +48,7 @@ class Study:
     loss: np.ndarray  # [size, seed, rung], NaN where the grid has no report
     cost: np.ndarray  # [size, seed, rung]: FLOPs spent to reach and score the rung (main + that rung's cooldown)
     trial_ids: list[list[str]] = field(default_factory=list)  # [size][seed]
+    policy_budgets: np.ndarray | None = None  # the rungs the policy is configured with (a replay: the space's)
 
     def __post_init__(self) -> None:
         if not self.trial_ids:
@@ -192,7 +193,8 @@ def compare(study: Study, alive: np.ndarray) -> Outcome:
 def policy_for(study: Study, config: PolicyConfig | None = None) -> FrontierPolicy:
     arms = [Arm(study.trial_ids[i][s], study.sizes[i], float(study.n_params[i]), s)
             for i in range(len(study.sizes)) for s in range(study.seeds)]
-    return FrontierPolicy(arms, config or PolicyConfig(budgets=[float(b) for b in study.budgets]))
+    budgets = study.policy_budgets if study.policy_budgets is not None else study.budgets
+    return FrontierPolicy(arms, config or PolicyConfig(budgets=[float(b) for b in budgets]))
 
 
 def run_frontier(study: Study, config: PolicyConfig | None = None) -> tuple[np.ndarray, FrontierPolicy]:
@@ -370,7 +372,18 @@ def replay_study(path: str | Path, metric: str = "val_loss", cooldown_fraction: 
                         "full grid (rerun the sweep with --no-early-stop)")
     budgets = np.exp(np.nanmean(np.log(flops), axis=(0, 1)))
     n_params = np.array([by_size[s][0]["n_params"] for s in sizes])
-    return Study(sizes, n_params, seeds, budgets, loss, cost, ids)
+    # the policy runs on the rungs the sweep was configured with (rung_flops), as it did live; the frontier's
+    # coordinates stay the FLOPs each rung's model was trained with
+    policy_budgets = None
+    if "rung_flops" in at:
+        per_rung: dict[int, list[float]] = {}
+        for r in rows:
+            if r[at["rung_flops"]] is not None:
+                per_rung.setdefault(int(r[at["rung"]]), []).append(float(r[at["rung_flops"]]))
+        if len(per_rung) == n_rungs:
+            policy_budgets = np.array([float(np.median(per_rung[k])) for k in range(n_rungs)])
+            policy_budgets[-1] = max(policy_budgets[-1], policy_budgets[-2] * (1 + 1e-9))
+    return Study(sizes, n_params, seeds, budgets, loss, cost, ids, policy_budgets)
 
 
 def _nan(v: object) -> bool:
