@@ -22,7 +22,7 @@ What it measures, in order (each part is skipped, and the table says so, once ``
    of forces and stress, energy per atom ÷ the fitted energy scale (tests/models/test_autocast.py
    states the CPU tolerances: fp16 2·10⁻², bf16 8·10⁻²).
 5. One engine sweep on the GPU: ``python -m engine.scale`` on a copy of ``search_spaces/compute.yaml``
-   (ASHA over FLOP rungs) with ``gpus_per_worker: 1`` and ``device: cuda``, two sizes, in a temporary
+   (the frontier policy over FLOP rungs) with ``gpus_per_worker: 1`` and ``device: cuda``, two sizes, in a temporary
    folder; exit code, trials, wall time.
 """
 
@@ -80,7 +80,7 @@ def full_plan() -> Plan:
         batch_size=32,
         warmup_steps=3,
         timed_steps=10,
-        sweep_sizes="p0,p2",
+        sweep_sizes="f0,f2",
         sweep_gpus=1.0,
         sweep_epochs=3,
     )
@@ -100,7 +100,7 @@ def dry_plan() -> Plan:
         batch_size=2,
         warmup_steps=1,
         timed_steps=1,
-        sweep_sizes="p0",
+        sweep_sizes="f0",
         sweep_gpus=0.0,
         sweep_epochs=1,
     )
@@ -292,8 +292,9 @@ def agreement_case(plan: Plan, label: str, family: str, preset, overrides, recor
 
 
 def sweep_check(plan: Plan, timeout_s: float) -> list:
-    """``python -m engine.scale`` on a copy of ``search_spaces/compute.yaml`` (ASHA over FLOP rungs) whose
-    trials must run on ``plan.device`` (``device: cuda`` fails loudly where no GPU is visible)."""
+    """``python -m engine.scale`` on a copy of ``search_spaces/compute.yaml`` (the frontier policy over FLOP rungs)
+    whose trials must run on ``plan.device`` (``device: cuda`` fails loudly where no GPU is visible). A CPU dry
+    run trains on a small slice of the embedded dataset, so it stays a smoke test."""
     import yaml
 
     space = yaml.safe_load((ROOT / "search_spaces" / "compute.yaml").read_text())
@@ -301,6 +302,9 @@ def sweep_check(plan: Plan, timeout_s: float) -> list:
     space["seeds"] = [0]
     space["fixed"].update(epochs=plan.sweep_epochs, device=plan.device.type)
     space["resources"] = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": plan.sweep_gpus}
+    if plan.device.type == "cpu":  # dry run: seconds, not the default space's 2,400 structures
+        space["train_sizes"] = [200]
+        space["fixed"].setdefault("data", {})["emt_size"] = 400
     # Ray's socket paths must stay under 107 bytes: its temporary folder is a short one under /tmp
     with (
         tempfile.TemporaryDirectory(prefix="gpu-check-", ignore_cleanup_errors=True) as tmp,
@@ -322,8 +326,8 @@ def sweep_check(plan: Plan, timeout_s: float) -> list:
             rc, tail = -1, [f"timed out after {timeout_s:.0f} s"]
         wall = time.perf_counter() - t0
         trials = [json.loads(p.read_text().splitlines()[-1]) for p in Path(tmp, "sweeps").rglob("metrics.jsonl")]
-    what = (f"engine.scale on compute.yaml (ASHA) with sizes {plan.sweep_sizes}, {plan.sweep_epochs} epoch(s), "
-            f"device {plan.device.type}, gpus_per_worker {plan.sweep_gpus:g}")  # fmt: skip
+    what = (f"engine.scale on compute.yaml (frontier policy) with sizes {plan.sweep_sizes}, "
+            f"{plan.sweep_epochs} epoch(s), device {plan.device.type}, gpus_per_worker {plan.sweep_gpus:g}")
     note = f"{what}; {len(trials)} trial(s) reported; {wall:.0f} s; " + " ".join(tail)[:160]
     return [row("engine sweep on the device", "ok" if rc == 0 and trials else f"exit {rc}", "", note.replace("|", "/"))]
 

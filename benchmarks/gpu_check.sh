@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device check on one GPU (issue 12): matmul peaks, training throughput and utilisation of EquiformerV2
 # e3/e5/eqV2-S and the transformer's largest presets in fp32/bf16/fp16, agreement of the precisions,
-# NCCL, one engine sweep with --gpus-per-worker 1 (ASHA), peak GPU memory. At most 8 minutes.
+# NCCL, one engine sweep with --gpus-per-worker 1 (the frontier policy), peak GPU memory. At most 8 minutes.
 #
 #   benchmarks/gpu_check.sh                        # writes $OUT/gpu_check.md (or ./gpu_check.md)
 #   benchmarks/gpu_check.sh --into BENCHMARKS.md   # and replaces the "gpu" section of BENCHMARKS.md

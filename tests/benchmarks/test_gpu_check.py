@@ -1,7 +1,7 @@
 """The device check's CPU rehearsal: ``benchmarks/gpu_check.sh --dry-run`` end to end.
 
 Runs the real shell script (tiny EquiformerV2 and transformer, fp32/bf16/fp16 on CPU, gloo instead
-of NCCL, one engine sweep on CPU with ASHA) and checks the section it writes; ``--into`` replaces the
+of NCCL, one engine sweep on CPU with the frontier policy) and checks the section it writes; ``--into`` replaces the
 ``gpu`` section of a copy of BENCHMARKS.md and keeps the rest.
 """
 
