@@ -423,8 +423,17 @@ def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None
     the next compute buys, engine.report.decision), the ``summary`` table (engine.report.summary), the verdicts'
     definitions, the ``comparison_figures`` (several sweeps); then the appendices: the ``comparison`` table and
     each sweep (with its ``extra`` blocks after its per-axis laws, its trials last)."""
-    title = "Scaling report: " + " vs ".join(s["sweep"] for s in fits["sweeps"])
-    blocks = [Block("h1", title), Block("p", f"Generated {fits['generated_utc']} by `python -m engine.report`; "
+    names = [s["sweep"] for s in fits["sweeps"]]
+    if len(names) <= 2:
+        title, listed = "Scaling report: " + " vs ".join(names), ""
+    else:  # nine sweep names fill a screen: the title names the families, the line below the sweeps
+        from engine.report.summary import family_label
+
+        fams = list(dict.fromkeys(family_label(s) for s in fits["sweeps"]))
+        title = f"Scaling report: {len(names)} sweeps of {len(fams)} famil{'ies' if len(fams) != 1 else 'y'} " \
+                f"({', '.join(fams)})"
+        listed = f"Sweeps: {', '.join(names)}. "
+    blocks = [Block("h1", title), Block("p", f"{listed}Generated {fits['generated_utc']} by `python -m engine.report`; "
                                               "every number below is in fits.json.")]
     blocks += decision or []
     blocks += summary or []

@@ -14,6 +14,7 @@ body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; 
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
+h1 { font-size: 1.6em; }
 figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
 img { max-width: 100%; border: 1px solid #eee; }
 """
