@@ -416,6 +416,12 @@ def hpo_blocks(summary: dict, figures: dict[str, str]) -> list[Block]:
     return blocks
 
 
+def family_label(summary: dict) -> str:
+    """A sweep's family as the decision section names it: its model(s) and size ladders ("transformer t-ladder")."""
+    ladders = sorted({str(t.get("preset") or "").rstrip("0123456789") for t in summary.get("trials") or []} - {""})
+    return " ".join([*sorted(summary.get("models") or []), *(f"{x}-ladder" for x in ladders)]) or summary["sweep"]
+
+
 def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None = None,
              extra: dict[str, list[Block]] | None = None, decision: list[Block] | None = None,
              summary: list[Block] | None = None, comparison_figures: list[Block] | None = None) -> list[Block]:
@@ -427,8 +433,6 @@ def document(fits: dict, figures: dict[str, str], comparison: list[Block] | None
     if len(names) <= 2:
         title, listed = "Scaling report: " + " vs ".join(names), ""
     else:  # nine sweep names fill a screen: the title names the families, the line below the sweeps
-        from engine.report.summary import family_label
-
         fams = list(dict.fromkeys(family_label(s) for s in fits["sweeps"]))
         title = f"Scaling report: {len(names)} sweeps of {len(fams)} famil{'ies' if len(fams) != 1 else 'y'} " \
                 f"({', '.join(fams)})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from engine import metrics as M
 from engine.fit.verdict import LAW
 from engine.report.analyze import fmt
-from engine.report.document import Block
+from engine.report.document import Block, family_label
 
 TARGETS = {
     M.VAL_LOSS: "validation loss",
@@ -26,12 +26,6 @@ COLUMNS = {
     M.FLOPS_CUM: ("vs C (compute frontier)", "compute"),
 }
 SYMBOLS = {"beta": "β"}
-
-
-def family_label(summary: dict) -> str:
-    """A sweep's family as the decision section names it: its model(s) and size ladders ("transformer t-ladder")."""
-    ladders = sorted({str(t.get("preset") or "").rstrip("0123456789") for t in summary.get("trials") or []} - {""})
-    return " ".join([*sorted(summary.get("models") or []), *(f"{x}-ladder" for x in ladders)]) or summary["sweep"]
 
 
 def verdict_cell(fit: dict | None) -> str:

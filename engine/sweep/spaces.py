@@ -245,9 +245,9 @@ def space_from_dict(values: dict, source: str = "search space") -> SearchSpace:
     budgets = None
     if axis == "compute":
         budgets = _check_budgets(_nonempty_list(values, "flop_budgets", where), where, geometric=scheduler == "asha")
-    else:
-        for key in ("flop_budgets", "scheduler", "frontier"):
-            if values.get(key) is not None:
+    else:  # a saved space (space.json) carries the defaults of every key: only a set value is an error
+        for key, default in (("flop_budgets", None), ("scheduler", "frontier"), ("frontier", {})):
+            if values.get(key) is not None and values.get(key) != default:
                 raise ConfigError(f"{where}: '{key}' only applies to axis compute; remove it")
     early_stop = values.get("early_stop", True)
     if not isinstance(early_stop, bool) or (axis != "compute" and not early_stop):
