@@ -5,7 +5,7 @@ Examples::
     python -m engine.scale --axis params                      # default space search_spaces/params.yaml
     python -m engine.scale --axis data --seeds 3 --epochs 20
     python -m engine.scale --axis compute --name frontier-1
-    python -m engine.scale --axis compute --name frontier-grid --no-early-stop   # the full grid, no ASHA
+    python -m engine.scale --axis compute --name frontier-grid --no-early-stop   # the full grid, nothing stopped
     python -m engine.scale --name frontier-1 --resume          # continue an interrupted sweep
     python -m engine.scale --axis params --address auto       # on a Ray cluster (ray up cluster.yaml)
     python -m engine.scale --axis params --lr-from hpo-ladder         # each size's tuned lr/batch size (engine.tune)
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-from", metavar="SWEEP",
                         help="tuned lr and batch size of an engine.tune sweep (per size when it tuned several)")
     parser.add_argument("--no-early-stop", action="store_true",
-                        help="compute axis: no ASHA; every trial to the last budget (the reference grid)")
+                        help="compute axis: no early stopping; every trial to the last budget (the reference grid)")
     add_common_args(parser)
     return parser
 

@@ -65,7 +65,7 @@ class SweepLedger(Callback):
         self,
         sweep: str,
         states: dict[str, TrialState],
-        scheduler: Any = None,  # the RecordingASHA (engine.sweep.asha) that stops trials early, if any
+        scheduler: Any = None,  # the scheduler that stops trials early (FrontierScheduler or RecordingASHA), if any
         interval_s: float = 10.0,
         stream: TextIO | None = None,
     ) -> None:
