@@ -209,7 +209,7 @@ class FrontierPolicy:
         """
         cfg = self.config
         ss, dof, seeds = 0.0, 0, []
-        for size in {a.size for a in self.arms}:
+        for size in sorted({a.size for a in self.arms}):  # a fixed order: the same sum in every process
             trials = [t for t in self.live_at(rung) if self._arm[t].size == size]
             rungs = [r for r in range(rung + 1) if all(r in self.losses[t] for t in trials)]
             if len(trials) < 2 or len(rungs) < 2:
@@ -236,6 +236,9 @@ class FrontierPolicy:
         margin = self.margin(rung)
         entry: dict[str, Any] = {"rung": rung, "margin": margin, "mean_log_loss": {s: m[0] for s, m in means.items()},
                                  "stopped": []}
+        if not means:  # every trial failed or was stopped before this rung: nothing to compare
+            self.log.append(entry)
+            return []
         stop: dict[str, tuple[str, str]] = {}
         # rule 2: overtaken by a larger size at `consecutive` rungs in a row
         first = rung - cfg.consecutive + 1

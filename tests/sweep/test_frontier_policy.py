@@ -148,3 +148,13 @@ def test_a_diverged_trial_leaves_the_barrier() -> None:
 def test_bad_budgets_are_refused() -> None:
     with pytest.raises(ValueError, match="increasing"):
         PolicyConfig(budgets=[3e9, 1e9])
+
+
+def test_a_rung_where_every_trial_failed_is_decided_without_a_comparison() -> None:
+    policy = _policy({"p0": 1e4, "p1": 1e5})
+    policy.report("p0-s0", 0, 4.0)
+    policy.report("p1-s0", 0, 5.0)
+    policy.advance()
+    policy.fail("p0-s0")
+    policy.fail("p1-s0")
+    assert policy.advance() == [] and policy.decided == policy.n_rungs - 2
